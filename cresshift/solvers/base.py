@@ -1,0 +1,115 @@
+"""What every solver shares: the denoiser protocol, NFE counting, integration variables.
+
+Glossary (used across ``cresshift.solvers``):
+``x`` the state, ``y`` the shift target (upsampled LR or its latent), ``x0_hat`` the
+denoiser's estimate of the HR image, ``t`` continuous time in [1/T, 1], ``eta = eta(t)``,
+``kappa`` the noise scale, ``t_cur`` / ``t_next`` the ends of one step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from ..converters import edm_sigma, x0_to_velocity
+
+__all__ = ["Denoiser", "SampleResult", "NonFiniteError", "BudgetExceeded", "CountingDenoiser", "Variable",
+           "VARIABLES", "Callback"]
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """``denoiser(x, t) -> x0_hat``; ``t`` is a float tensor of shape [B] with values in (0, 1]."""
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class SampleResult:
+    """The output of ``cresshift.sample``: the sample ``x``, the network calls made, the grid used."""
+
+    x: torch.Tensor
+    nfe: int
+    ts: np.ndarray
+    solver: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class NonFiniteError(FloatingPointError):
+    """The denoiser returned NaN or Inf."""
+
+
+class BudgetExceeded(RuntimeError):
+    """A solver asked for more network calls than its NFE budget."""
+
+
+class CountingDenoiser:
+    """Calls the denoiser with a [B] time tensor, counts every call, checks the output is finite.
+
+    ``budget`` (if not None) is a hard cap: call number budget + 1 raises ``BudgetExceeded``.
+    """
+
+    def __init__(self, denoiser: Denoiser, budget: Optional[int] = None) -> None:
+        self.denoiser = denoiser
+        self.budget = budget
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, t: float, step: Any = None) -> torch.Tensor:
+        if self.budget is not None and self.calls >= self.budget:
+            raise BudgetExceeded(f"the solver needs more than nfe={self.budget} network calls")
+        t_vec = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
+        x0_hat = self.denoiser(x, t_vec)
+        self.calls += 1
+        if not isinstance(x0_hat, torch.Tensor) or x0_hat.shape != x.shape:
+            got = tuple(x0_hat.shape) if isinstance(x0_hat, torch.Tensor) else type(x0_hat).__name__
+            raise ValueError(f"the denoiser must return x0_hat shaped like x {tuple(x.shape)}, got {got}")
+        if not bool(torch.isfinite(x0_hat).all()):
+            where = f"step {step}" if step is not None else f"call {self.calls}"
+            raise NonFiniteError(f"the denoiser returned NaN/Inf at {where} (t = {float(t):.6g}, "
+                                 f"network call {self.calls}); check the model, its dtype and its inputs")
+        return x0_hat
+
+
+class Variable:
+    """An integration variable: which coordinate a solver steps in, and the state it carries.
+
+    * ``t``: state x, coordinate t, dx/dt = alpha(t) dx/deta (the paper's eq. 1);
+    * ``eta``: state x, coordinate eta, dx/deta (no alpha: the same ODE, free of alpha's shape);
+    * ``sigma``: the exact change of variables to the EDM ODE, state x~ = (x - y) / (1 - eta),
+      coordinate sigma~ = kappa sqrt(eta) / (1 - eta), dx~/dsigma~ = (x~ - D~) / sigma~.
+    """
+
+    def __init__(self, name: str) -> None:
+        if name not in ("t", "eta", "sigma"):
+            raise ValueError(f"unknown integration variable {name!r}; valid: t, eta, sigma")
+        self.name = name
+
+    def coords(self, ts: np.ndarray, etas: np.ndarray, kappa: float) -> np.ndarray:
+        """The coordinate at each grid time."""
+        if self.name == "t":
+            return np.asarray(ts, np.float64)
+        if self.name == "eta":
+            return np.asarray(etas, np.float64)
+        return edm_sigma(np.asarray(etas, np.float64), kappa)
+
+    def to_state(self, x: torch.Tensor, y: torch.Tensor, eta: float) -> torch.Tensor:
+        return (x - y) / (1 - eta) if self.name == "sigma" else x
+
+    def from_state(self, z: torch.Tensor, y: torch.Tensor, eta: float) -> torch.Tensor:
+        return y + (1 - eta) * z if self.name == "sigma" else z
+
+    def derivative(self, z: torch.Tensor, x0_hat: torch.Tensor, y: torch.Tensor, eta: float,
+                   alpha: float, coord: float) -> torch.Tensor:
+        """d state / d coordinate at one grid point."""
+        if self.name == "sigma":
+            return (z - (x0_hat - y)) / coord
+        v = x0_to_velocity(z, x0_hat, y, eta)
+        return alpha * v if self.name == "t" else v
+
+
+VARIABLES = ("t", "eta", "sigma")

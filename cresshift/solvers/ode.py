@@ -1,0 +1,76 @@
+"""Euler and Heun for the probability-flow ODE (the paper's solvers), in a chosen variable."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..schedules import ContinuousSchedule
+from .base import Callback, CountingDenoiser, Variable
+
+__all__ = ["sample_euler", "sample_heun", "grid_tables"]
+
+
+def grid_tables(schedule: ContinuousSchedule, ts: np.ndarray, variable: Variable,
+                need_alpha_at: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """eta, alpha and the integration coordinate at every grid time (float64).
+
+    Raises if the t variable would need alpha where the schedule's alpha is not finite.
+    """
+    etas = schedule.eta(np.asarray(ts, np.float64))
+    alphas = np.ones_like(etas)
+    if variable.name == "t":
+        alphas = schedule.alpha(np.asarray(ts, np.float64))
+        idx = np.arange(len(ts)) if need_alpha_at is None else need_alpha_at
+        bad = ~np.isfinite(alphas[idx])
+        if bad.any():
+            raise ValueError(
+                f"variable='t' needs a finite alpha(t), but {type(schedule).__name__}'s alpha diverges at "
+                f"t = {float(np.asarray(ts)[idx][bad][0]):.6g}; use variable='eta' or 'sigma' (the same ODE)")
+    return etas, alphas, variable.coords(ts, etas, schedule.kappa)
+
+
+def sample_euler(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, schedule: ContinuousSchedule,
+                 ts: np.ndarray, *, variable: str = "t", callback: Optional[Callback] = None) -> torch.Tensor:
+    """Euler's method over the grid ``ts`` (1 -> 1/T), then x0_hat at 1/T. Order 1; NFE = len(ts)."""
+    var = Variable(variable)
+    n = len(ts)
+    etas, alphas, coords = grid_tables(schedule, ts, var, need_alpha_at=np.arange(n - 1))
+    z = var.to_state(x, y, etas[0])
+    for i in range(n - 1):
+        x = var.from_state(z, y, etas[i])
+        x0_hat = model(x, ts[i], step=i)
+        if callback is not None:
+            callback(dict(i=i, t=float(ts[i]), x=x, x0_hat=x0_hat))
+        # Euler step.
+        d = var.derivative(z, x0_hat, y, etas[i], alphas[i], coords[i])
+        z = z + (coords[i + 1] - coords[i]) * d
+    # The output is the denoiser's estimate at t_min.
+    x = var.from_state(z, y, etas[-1])
+    return model(x, ts[-1], step=n - 1)
+
+
+def sample_heun(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, schedule: ContinuousSchedule,
+                ts: np.ndarray, *, variable: str = "t", callback: Optional[Callback] = None) -> torch.Tensor:
+    """Heun's method (explicit trapezoid) over ``ts``, then x0_hat at 1/T. Order 2; NFE = 2(len(ts)-1)+1."""
+    var = Variable(variable)
+    n = len(ts)
+    etas, alphas, coords = grid_tables(schedule, ts, var)
+    z = var.to_state(x, y, etas[0])
+    for i in range(n - 1):
+        h = coords[i + 1] - coords[i]
+        x = var.from_state(z, y, etas[i])
+        x0_hat = model(x, ts[i], step=i)
+        if callback is not None:
+            callback(dict(i=i, t=float(ts[i]), x=x, x0_hat=x0_hat))
+        # Euler predictor.
+        d_cur = var.derivative(z, x0_hat, y, etas[i], alphas[i], coords[i])
+        z_pred = z + h * d_cur
+        # Trapezoid corrector at t_next.
+        x_pred = var.from_state(z_pred, y, etas[i + 1])
+        x0_pred = model(x_pred, ts[i + 1], step=i)
+        d_next = var.derivative(z_pred, x0_pred, y, etas[i + 1], alphas[i + 1], coords[i + 1])
+        z = z + h * 0.5 * (d_cur + d_next)
+    x = var.from_state(z, y, etas[-1])
+    return model(x, ts[-1], step=n - 1)
