@@ -1,0 +1,338 @@
+"""SRPipeline: LR image in, SR image out, with any solver from the core registry (design §5)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..schedules import (ContinuousSchedule, ExactSchedule, ExpAlphaSchedule, ResShiftSchedule,
+                         schedule_from_config)
+from ..solvers import SampleResult, sample
+from .checkpoints import (CheckpointError, check_state_dict, load_cresshift, load_official_state_dict,
+                          save_cresshift)
+from .denoiser import NetworkDenoiser
+from .presets import OFFICIAL_PRESETS, get_preset
+from .tiling import tiled_apply
+
+__all__ = ["SRPipeline", "SRResult", "load_pipeline", "build_pipeline", "BUNDLED", "bundled_path", "upsample_lr"]
+
+BUNDLED = {"bundled": "continuous.safetensors", "bundled-continuous": "continuous.safetensors",
+           "bundled-discrete": "discrete.safetensors"}
+SCHEDULE_CHOICES = ("default", "discrete", "exact", "exp", "paper")
+
+
+def bundled_path(name: str) -> Path:
+    """Path of a bundled model file inside the package."""
+    return Path(str(resources.files("cresshift") / "bundled" / BUNDLED[name]))
+
+
+@dataclass
+class SRResult:
+    """What one pipeline run produced: the SR batch, the NFE used, the grid and a time split."""
+
+    sr: torch.Tensor
+    nfe: int
+    ts: np.ndarray
+    seconds: dict[str, float] = field(default_factory=dict)
+    sample: Optional[SampleResult] = None
+
+
+def upsample_lr(lr: torch.Tensor, sf: int) -> torch.Tensor:
+    """The shift target's pixels: bicubic x sf of the LR (as the official sampler does). Training uses it too."""
+    return F.interpolate(lr, scale_factor=sf, mode="bicubic", align_corners=False)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _TimedNet(nn.Module):
+    """Wraps the network: tiles its calls and accumulates the time spent in it."""
+
+    def __init__(self, net: nn.Module, tile: Optional[int], overlap: int, multiple: int) -> None:
+        super().__init__()
+        self.net, self.tile, self.overlap, self.multiple = net, tile, overlap, multiple
+        self.seconds = 0.0
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, lq: Optional[torch.Tensor] = None) -> torch.Tensor:
+        _sync(x.device)
+        t0 = time.perf_counter()
+
+        def run(xt: torch.Tensor, lqt: Optional[torch.Tensor]) -> torch.Tensor:
+            return self.net(xt, s, lq=lqt) if lqt is not None else self.net(xt, s)
+        out = tiled_apply(run, x, tile=self.tile, overlap=self.overlap, side_inputs=(lq,), multiple=self.multiple)
+        _sync(x.device)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
+class SRPipeline:
+    """ResShift super-resolution: bicubic x sf, encode (latent mode), prior, solver, decode, clamp.
+
+    ``pipe(lr, solver="heun", nfe=15, rho=-8.0, seed=0, **options)`` maps a [B, 3, h, w] LR
+    batch in [-1, 1] to [B, 3, sf h, sf w] in [-1, 1]. Sides are reflect-padded to what the
+    network needs (multiples of 64 in the official latent setting) and cropped back. ``tile``
+    (in LR pixels) bounds peak memory: the solver runs on the whole image (so the noise per
+    pixel does not depend on tiling) while every network / autoencoder call is evaluated on
+    overlapping tiles blended with Gaussian weights.
+    """
+
+    def __init__(self, net: nn.Module, schedule: Union[ResShiftSchedule, ContinuousSchedule], *,
+                 autoencoder: Optional[nn.Module] = None, sf: int = 4, predict: str = "xstart",
+                 normalize_input: bool = True, config: Optional[dict[str, Any]] = None,
+                 device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = None) -> None:
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.autoencoder = autoencoder.to(self.device).eval() if autoencoder is not None else None
+        self.schedule = schedule
+        self.sf = int(sf)
+        self.predict = predict
+        self.normalize_input = normalize_input
+        self.config = config or {}
+        if dtype in (torch.float16, torch.bfloat16) and self.device.type != "cuda":
+            raise ValueError(f"{dtype} autocast is for GPUs; on CPU use float32")
+        self.autocast_dtype = dtype if dtype in (torch.float16, torch.bfloat16) else None
+        params = self.config.get("model", {}).get("params", {})
+        levels = len(params.get("channel_mult", (1, 2, 2, 4)))
+        window = int(params.get("window_size", 8))
+        self.net_multiple = window * 2 ** (levels - 1)  # at the network's resolution
+
+    @property
+    def latent(self) -> bool:
+        return self.autoencoder is not None
+
+    @property
+    def lr_multiple(self) -> int:
+        """LR sides are padded to a multiple of this (64 for the official latent models)."""
+        per_lr = 1 if self.latent else self.sf  # network pixels per LR pixel
+        return max(1, math.ceil(self.net_multiple / per_lr))
+
+    def schedule_for(self, name: Optional[str]) -> Union[ResShiftSchedule, ContinuousSchedule]:
+        """The pipeline's schedule, or a named variant: discrete | exact | exp | paper."""
+        if name in (None, "default"):
+            return self.schedule
+        discrete = self.discrete_schedule
+        if name == "discrete":
+            return discrete
+        if name == "exact":
+            return ExactSchedule(discrete)
+        if name == "exp":
+            if isinstance(self.schedule, ExpAlphaSchedule):
+                return self.schedule
+            stored = self.config.get("fitted_schedule")
+            return schedule_from_config(stored) if stored else ExpAlphaSchedule.fit(discrete)
+        if name == "paper":
+            return ExpAlphaSchedule.paper()
+        raise ValueError(f"unknown schedule {name!r}; valid: {', '.join(SCHEDULE_CHOICES)}")
+
+    @property
+    def discrete_schedule(self) -> ResShiftSchedule:
+        diffusion = self.config.get("diffusion")
+        if diffusion:
+            return ResShiftSchedule.from_config(diffusion)
+        if isinstance(self.schedule, ResShiftSchedule):
+            return self.schedule
+        raise ValueError("this pipeline carries no discrete schedule")
+
+    # --- autoencoder ---------------------------------------------------------------------
+    def _encode(self, img: torch.Tensor, tile: Optional[int], overlap: int) -> torch.Tensor:
+        assert self.autoencoder is not None
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            z = tiled_apply(lambda t: self.autoencoder.encode(t), img, tile=tile, overlap=overlap,
+                            out_scale=0.25, multiple=4)
+        return z.float()
+
+    def _decode(self, z: torch.Tensor, tile: Optional[int], overlap: int) -> torch.Tensor:
+        assert self.autoencoder is not None
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            img = tiled_apply(lambda t: self.autoencoder.decode(t), z, tile=tile, overlap=overlap, out_scale=4.0)
+        return img.float()
+
+    # --- the run -------------------------------------------------------------------------
+    @torch.no_grad()
+    def run(self, lr: torch.Tensor, *, solver: str = "heun", nfe: int = 15, rho: float = 1.0,
+            seed: Optional[int] = 0, generator: Optional[torch.Generator] = None, schedule: Optional[str] = None,
+            tile: Optional[int] = None, tile_overlap: int = 16, callback: Optional[Callable] = None,
+            **options: Any) -> SRResult:
+        """Super-resolve ``lr`` and report NFE, grid and seconds (network / solver / autoencoder)."""
+        if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or lr.shape[1] != 3:
+            got = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
+            raise ValueError(f"lr must be a [B, 3, h, w] tensor in [-1, 1], got {got}")
+        if min(lr.shape[-2:]) < 8:
+            raise ValueError(f"the LR image is {lr.shape[-1]}x{lr.shape[-2]} px; cresshift needs at least 8x8")
+        if not bool(torch.isfinite(lr).all()):
+            raise ValueError("the LR input contains NaN/Inf")
+        sched = self.schedule_for(schedule)
+        h, w = lr.shape[-2:]
+        lr = lr.to(self.device, torch.float32)
+        m = self.lr_multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:  # official rule: reflect-pad, crop after
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            lr = F.pad(lr, (0, pw, 0, ph), mode=mode)
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        secs = {"autoencoder": 0.0}
+
+        # The shift target y and the network's conditioning lq.
+        y_pix = upsample_lr(lr, self.sf)
+        tile_net = tile_ae = None
+        if tile is not None:
+            tile_net = tile if self.latent else tile * self.sf
+            tile_ae = tile * self.sf
+        overlap_net = tile_overlap if self.latent else tile_overlap * self.sf
+        if self.latent:
+            _sync(self.device)
+            t0 = time.perf_counter()
+            y = self._encode(y_pix, tile_ae, tile_overlap * self.sf)
+            _sync(self.device)
+            secs["autoencoder"] += time.perf_counter() - t0
+            lq = lr
+        else:
+            y, lq = y_pix, y_pix
+
+        timed = _TimedNet(self.net, tile_net, overlap_net, self.net_multiple)
+        denoiser = NetworkDenoiser(timed, sched, lq=lq, latent=self.latent, normalize_input=self.normalize_input,
+                                   predict=self.predict, y=y, autocast_dtype=self.autocast_dtype)
+        _sync(self.device)
+        t0 = time.perf_counter()
+        res = sample(denoiser, y, sched, solver=solver, nfe=nfe, rho=rho, generator=generator,
+                     callback=callback, **options)
+        _sync(self.device)
+        total = time.perf_counter() - t0
+        secs["network"] = timed.seconds
+        secs["solver"] = max(0.0, total - timed.seconds)
+
+        out = res.x
+        if self.latent:
+            t0 = time.perf_counter()
+            out = self._decode(out, tile_net, tile_overlap)
+            _sync(self.device)
+            secs["autoencoder"] += time.perf_counter() - t0
+        sr = out.clamp(-1, 1)[..., : h * self.sf, : w * self.sf]
+        return SRResult(sr=sr, nfe=res.nfe, ts=res.ts, seconds=secs, sample=res)
+
+    def __call__(self, lr: torch.Tensor, solver: str = "heun", nfe: int = 15, rho: float = 1.0,
+                 seed: Optional[int] = 0, **options: Any) -> torch.Tensor:
+        """[B, 3, h, w] LR in [-1, 1] -> [B, 3, sf h, sf w] SR in [-1, 1]."""
+        return self.run(lr, solver=solver, nfe=nfe, rho=rho, seed=seed, **options).sr
+
+    def save(self, path: Union[str, Path], *, training: Optional[dict[str, Any]] = None) -> None:
+        """Write the pipeline (network, autoencoder, configs, schedule) in cresshift's format, atomically."""
+        tensors = {"model": self.net.state_dict()}
+        if self.autoencoder is not None:
+            tensors["autoencoder"] = self.autoencoder.state_dict()
+        cfg = dict(self.config)
+        cfg["schedule"] = self.schedule.to_config() if not isinstance(self.schedule, ResShiftSchedule) else None
+        if training is not None:
+            cfg["training"] = training
+        save_cresshift(path, tensors, cfg)
+
+
+# --- construction ---------------------------------------------------------------------------
+def _build_net(params: dict[str, Any]) -> nn.Module:
+    from .unet import UNetModelSwin
+
+    return UNetModelSwin(**params)
+
+
+def _build_autoencoder(cfg: dict[str, Any]) -> nn.Module:
+    from .vq import VQModelTorch
+
+    return VQModelTorch(embed_dim=cfg["embed_dim"], n_embed=cfg["n_embed"], ddconfig=cfg["ddconfig"])
+
+
+def build_pipeline(config: dict[str, Any], *, model_sd: Optional[dict[str, torch.Tensor]] = None,
+                   autoencoder_sd: Optional[dict[str, torch.Tensor]] = None, device: Union[str, torch.device] = "cpu",
+                   dtype: Optional[torch.dtype] = None, hint: str = "") -> SRPipeline:
+    """An SRPipeline from a cresshift config; weights are checked key by key (random if None)."""
+    params = dict(config["model"]["params"])
+    if isinstance(params.get("out_channels"), str):  # the journal configs' "${autoencoder.params.embed_dim}"
+        params["out_channels"] = config["autoencoder"]["embed_dim"]
+    net = _build_net(params)
+    if model_sd is not None:
+        check_state_dict(net, model_sd, what="network", hint=hint)
+        net.load_state_dict(model_sd, strict=True)
+    ae = None
+    if config.get("autoencoder"):
+        ae = _build_autoencoder(config["autoencoder"])
+        if autoencoder_sd is not None:
+            check_state_dict(ae, autoencoder_sd, what="VQ-f4 autoencoder",
+                             hint="pass the official autoencoder_vq_f4.pth as the autoencoder")
+            ae.load_state_dict(autoencoder_sd, strict=True)
+        elif model_sd is not None:
+            raise CheckpointError("this latent model needs its autoencoder weights (autoencoder_vq_f4.pth)")
+    diffusion = config["diffusion"]
+    schedule = schedule_from_config(config["schedule"]) if config.get("schedule") else \
+        ResShiftSchedule.from_config(diffusion)
+    return SRPipeline(net, schedule, autoencoder=ae, sf=int(diffusion.get("sf", 4)),
+                      predict=diffusion.get("predict_type", "xstart"),
+                      normalize_input=bool(diffusion.get("normalize_input", True)), config=config,
+                      device=device, dtype=dtype)
+
+
+def _looks_like(sd: dict[str, torch.Tensor]) -> str:
+    if "encoder.conv_in.weight" in sd and "quantize.embedding.weight" in sd:
+        return "this file is the VQ autoencoder, not the ResShift network"
+    if "input_blocks.0.0.weight" in sd:
+        w = sd["input_blocks.0.0.weight"]
+        return f"this file is a UNet with model_channels={w.shape[0]}, {w.shape[1]} input channels"
+    return "this file is not a ResShift network"
+
+
+def load_pipeline(name_or_path: Union[str, Path] = "bundled", *, preset: Optional[str] = None,
+                  autoencoder: Optional[Union[str, Path]] = None, device: Union[str, torch.device] = "cpu",
+                  dtype: Optional[torch.dtype] = None, random_weights: bool = False) -> SRPipeline:
+    """Load ``bundled`` / ``bundled-discrete``, a cresshift ``.safetensors`` file, or official weights.
+
+    Official ``.pth`` files need ``preset=`` (realsr-x4-v1, realsr-x4-v2, realsr-x4-v3, bicsr-x4) and
+    ``autoencoder=`` (autoencoder_vq_f4.pth). ``load_pipeline("realsr-x4-v1", random_weights=True)``
+    builds the official architecture with random weights (benchmarks, tests).
+    """
+    name = str(name_or_path)
+    if name in BUNDLED:
+        path = bundled_path(name)
+        if not path.is_file():
+            raise CheckpointError(f"the bundled model {name!r} is missing from this installation ({path})")
+        name = str(path)
+    if name in OFFICIAL_PRESETS:
+        if not random_weights:
+            raise CheckpointError(f"official weights are not bundled: pass the checkpoint file with preset={name!r} "
+                                  f"and autoencoder=autoencoder_vq_f4.pth ({OFFICIAL_PRESETS[name]['files']})")
+        preset_cfg = get_preset(name)
+        return build_pipeline({"model": {"class": "UNetModelSwin", "params": preset_cfg["model"]},
+                               "autoencoder": preset_cfg["autoencoder"], "diffusion": preset_cfg["diffusion"],
+                               "preset": name}, device=device, dtype=dtype)
+    path = Path(name)
+    if not path.exists():
+        raise CheckpointError(f"no such model file or preset: {name!r} (presets: bundled, bundled-discrete, "
+                              f"{', '.join(OFFICIAL_PRESETS)})")
+    if path.suffix == ".safetensors":
+        groups, config = load_cresshift(path)
+        return build_pipeline(config, model_sd=groups.get("model"), autoencoder_sd=groups.get("autoencoder"),
+                              device=device, dtype=dtype, hint=f"{path.name} is corrupt or was written by another version")
+    # An official checkpoint.
+    if preset is None:
+        raise CheckpointError(f"{path.name} is an official checkpoint: say which preset it is "
+                              f"(preset= one of {', '.join(OFFICIAL_PRESETS)}); official files carry no config")
+    preset_cfg = get_preset(preset)
+    model_sd = load_official_state_dict(path)
+    ae_sd = None
+    if preset_cfg["autoencoder"]:
+        if autoencoder is None:
+            raise CheckpointError(f"preset {preset!r} is a latent model: pass autoencoder=autoencoder_vq_f4.pth")
+        ae_sd = load_official_state_dict(autoencoder)
+    config = {"model": {"class": "UNetModelSwin", "params": preset_cfg["model"]},
+              "autoencoder": preset_cfg["autoencoder"], "diffusion": preset_cfg["diffusion"], "preset": preset}
+    return build_pipeline(config, model_sd=model_sd, autoencoder_sd=ae_sd, device=device, dtype=dtype,
+                          hint=f"{_looks_like(model_sd)}; preset {preset!r} expects the official "
+                               f"{OFFICIAL_PRESETS[preset]['files'].split(' + ')[0]}")
