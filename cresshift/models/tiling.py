@@ -23,21 +23,27 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
 
 def blend_window(h: int, w: int, *, ramp: int, borders: tuple[bool, bool, bool, bool] = (False,) * 4,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Separable weights that rise from ~0 to 1 over ``ramp`` pixels by a raised cosine.
+    """Separable tile weights: ~0 on an outer margin, a raised-cosine rise, then 1.
 
-    Sides lying on the image border (``borders`` = top, bottom, left, right) are not tapered.
-    Two tiles overlapping by ``ramp`` have weights sin^2 + cos^2 = 1 there; the caller still
-    normalises by the summed weights, so coverage of any shape is blended exactly.
+    On a side facing another tile (not on the image border, see ``borders`` = top, bottom,
+    left, right) the first ``ramp // 4`` pixels get weight 1e-6 (tile edges, where a network
+    sees zero padding instead of the neighbouring content, are left out), the next
+    ``ramp - 2 (ramp // 4)`` rise as sin^2; two tiles overlapping by ``ramp`` then have weights
+    summing to exactly one (sin^2 + cos^2). The caller still normalises by the summed weights.
     """
     def one(n: int, lo_border: bool, hi_border: bool) -> torch.Tensor:
         x = torch.ones(n, dtype=torch.float64, device=device)
         r = min(ramp, n // 2)
         if r > 0:
-            up = torch.sin(0.5 * math.pi * (torch.arange(r, dtype=torch.float64, device=device) + 0.5) / r) ** 2
+            m = r // 4
+            length = r - 2 * m
+            up = torch.full((r - m,), 1.0, dtype=torch.float64, device=device)
+            up[:m] = 1e-6
+            up[m:m + length] = torch.sin(0.5 * math.pi * (torch.arange(length, dtype=torch.float64, device=device) + 0.5) / length) ** 2
             if not lo_border:
-                x[:r] = up
+                x[:r - m] = up
             if not hi_border:
-                x[n - r:] = torch.minimum(x[n - r:], up.flip(0))
+                x[n - (r - m):] = torch.minimum(x[n - (r - m):], up.flip(0))
         return x
     top, bottom, left, right = borders
     return (one(h, top, bottom)[:, None] * one(w, left, right)[None, :]).to(dtype)
