@@ -31,7 +31,7 @@ SOLVERS = [
     ("heun", "heun", {}),
     ("ddim", "ddim", {}),
     ("dpmpp-2m", "dpmpp-2m", {}),
-    ("dpmpp-2m (lambda=-log sqrt eta)", "dpmpp-2m", {"lambda_var": "eta"}),
+    ("dpmpp-2m (lambda=-log sigma~)", "dpmpp-2m", {"lambda_var": "sigma"}),
     ("dpmpp-3m", "dpmpp-3m", {}),
 ]
 

@@ -53,13 +53,14 @@ def sample_ddim(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, sched
 
 
 def sample_dpmpp_2m(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, schedule: ContinuousSchedule,
-                    ts: np.ndarray, *, lambda_var: str = "sigma",
+                    ts: np.ndarray, *, lambda_var: str = "eta",
                     callback: Optional[Callback] = None) -> torch.Tensor:
     """DPM-Solver++(2M): x0_hat extrapolated linearly in lambda. Order 2; NFE = len(ts).
 
     The first step is first order (no history). ``lambda_var`` picks the log-time the
-    extrapolation is linear in: ``sigma`` (-log sigma~, the EDM/k-diffusion choice) or ``eta``
-    (-log sqrt(eta)).
+    extrapolation is linear in: ``eta`` (-log sqrt(eta), the default: the most accurate on the
+    Gaussian benchmark, benchmarks/solver_accuracy.py) or ``sigma`` (-log sigma~, the
+    EDM/k-diffusion choice).
     """
     etas = schedule.eta(np.asarray(ts, np.float64))
     lams = _lambdas(etas, schedule.kappa, lambda_var)
