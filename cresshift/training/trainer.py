@@ -1,0 +1,475 @@
+"""Fine-tuning ResShift with discrete or continuous time (the paper's §3.1), one process or DDP.
+
+Loss: MSE between x0_hat and x0, where x0_hat comes from ``NetworkDenoiser`` — the same call
+sampling uses — at x_t = x0 + eta (y - x0) + kappa sqrt(eta) z. ``time="discrete"`` draws the
+chain index k uniformly (t = k/T, the official recipe); ``time="continuous"`` draws
+t ~ U(1/T, 1) and takes eta(t) from a continuous schedule (the paper's recipe); the network
+is fed s = T t - 1 either way.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.checkpoints import CheckpointError, atomic_write, load_cresshift, load_official_state_dict
+from ..models.denoiser import NetworkDenoiser
+from ..models.pipeline import SRPipeline, build_pipeline
+from ..models.presets import get_preset
+from ..models.unet import small_pixel_config
+from ..schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule, schedule_from_config
+from .data import CropSampler, Degradation, load_folder, load_paired
+
+__all__ = ["TrainSettings", "Trainer", "train"]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that defines a training run (stored with every checkpoint)."""
+
+    out: str = "runs/finetune"
+    data: str = "photos"                 # a folder of HR images, or "photos" (the shipped photographs)
+    lr_data: Optional[str] = None        # paired LR folder (optional)
+    val: Optional[str] = "photos"        # a folder of HR validation images, "photos" or None
+    init: str = "scratch"                # "scratch", a cresshift .safetensors, or an official .pth (+ preset)
+    preset: Optional[str] = None
+    autoencoder: Optional[str] = None
+    model_overrides: dict[str, Any] = field(default_factory=dict)   # for init="scratch"
+    schedule_preset: str = "realsr-x4-v1"
+    kappa: Optional[float] = None        # override the preset's kappa (pixel-space models)
+    predict: str = "xstart"
+    time: str = "discrete"               # "discrete" | "continuous"
+    schedule: str = "exp"                # continuous schedule: "exp" (fitted), "exact", "given" (a, lam)
+    a: Optional[float] = None
+    lam: Optional[float] = None
+    crop: int = 64
+    sf: int = 4
+    degrade: bool = False
+    steps: int = 1000
+    batch: int = 16
+    micro_batch: int = 8
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    warmup: int = 0
+    cosine: bool = False
+    ema: float = 0.999
+    grad_clip: float = 1.0
+    amp: Optional[str] = None            # "bf16" | "fp16" (GPU)
+    seed: int = 0
+    device: str = "cpu"
+    val_every: int = 250
+    val_solver: str = "markov"
+    val_nfe: int = 15
+    save_every: int = 250
+    keep_last: int = 2
+    threads: Optional[int] = None
+
+    def check(self) -> None:
+        """Raise ValueError for impossible settings before anything starts."""
+        if self.time not in ("discrete", "continuous"):
+            raise ValueError(f"--time must be discrete or continuous, got {self.time!r}")
+        if self.schedule not in ("exp", "exact", "given"):
+            raise ValueError(f"--schedule must be exp, exact or given, got {self.schedule!r}")
+        if self.schedule == "given" and (self.a is None or self.lam is None):
+            raise ValueError("--schedule given needs --a and --lam")
+        if self.crop % self.sf:
+            raise ValueError(f"--crop {self.crop} is not divisible by the scale factor {self.sf}")
+        if self.batch % self.micro_batch:
+            raise ValueError(f"--batch {self.batch} is not a multiple of --micro-batch {self.micro_batch}")
+        if self.steps < 1 or self.lr <= 0:
+            raise ValueError("--steps and --lr must be positive")
+        if self.init.endswith(".pth") and not self.preset:
+            raise ValueError(f"{self.init} is an official checkpoint: pass --preset")
+
+
+def _versions() -> dict[str, str]:
+    import cresshift
+
+    return {"cresshift": cresshift.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+class Trainer:
+    """Owns the model, EMA, optimiser, data sampler and RNG; ``run()`` trains, saves, validates."""
+
+    def __init__(self, settings: TrainSettings, *, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> None:
+        settings.check()
+        self.s = settings
+        self.log = log
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        self.device = torch.device(settings.device)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+        per_rank = settings.batch // self.world
+        if per_rank < 1 or settings.batch % self.world:
+            raise ValueError(f"--batch {settings.batch} must be a multiple of the {self.world} processes")
+        self.per_rank_batch = per_rank
+        self.micro = min(settings.micro_batch, per_rank)
+
+        self.pipe = self._build_model()
+        self.net: nn.Module = self.pipe.net.to(self.device).train()
+        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self.autoencoder = self.pipe.autoencoder
+        self.discrete = ResShiftSchedule.from_config(self.pipe.config["diffusion"])
+        self.schedule = self._train_schedule()
+        self.ddp = (torch.nn.parallel.DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                    if self.world > 1 else None)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=settings.amp == "fp16" and self.device.type == "cuda")
+        self.sampler = self._build_data()
+        self.noise = torch.Generator().manual_seed(settings.seed * 1000 + 17 + self.rank)
+        self.step = 0
+        self.best: Optional[float] = None
+        self.val_tiles = self._build_val() if self.rank == 0 else None
+        self.out = Path(settings.out)
+
+    # --- construction --------------------------------------------------------------------
+    def _build_model(self) -> SRPipeline:
+        s = self.s
+        diffusion = {**ResShiftSchedule.from_config(s.schedule_preset).to_config(), "sf": s.sf,
+                     "predict_type": s.predict, "normalize_input": True}
+        if s.kappa is not None:
+            diffusion["kappa"] = float(s.kappa)
+        if s.init == "scratch":
+            params = small_pixel_config(image_size=s.crop, lq_size=s.crop, **s.model_overrides)
+            config = {"model": {"class": "UNetModelSwin", "params": params}, "autoencoder": None,
+                      "diffusion": {**diffusion, "latent_flag": False}}
+            torch.manual_seed(s.seed)
+            pipe = build_pipeline(config)
+            if s.predict == "residual":
+                # Zero output layer: the untrained model returns x0_hat = y (bicubic) exactly.
+                nn.init.zeros_(pipe.net.out[2].weight)
+                nn.init.zeros_(pipe.net.out[2].bias)
+            return pipe
+        if s.init.endswith(".safetensors"):
+            groups, config = load_cresshift(s.init)
+            config = dict(config)
+            config["schedule"] = None  # the training schedule is decided by the settings
+            if s.kappa is not None or s.predict != config["diffusion"].get("predict_type", "xstart"):
+                raise ValueError("fine-tuning a cresshift model keeps its kappa and predict type; drop --kappa/--predict")
+            return build_pipeline(config, model_sd=groups.get("model"), autoencoder_sd=groups.get("autoencoder"))
+        if not Path(s.init).is_file():
+            raise ValueError(f"--init {s.init!r} is neither 'scratch' nor an existing checkpoint file")
+        preset = get_preset(s.preset)  # type: ignore[arg-type]
+        config = {"model": {"class": "UNetModelSwin", "params": preset["model"]}, "autoencoder": preset["autoencoder"],
+                  "diffusion": preset["diffusion"], "preset": s.preset}
+        ae_sd = load_official_state_dict(s.autoencoder) if s.autoencoder else None
+        if preset["autoencoder"] and ae_sd is None:
+            raise ValueError(f"preset {s.preset} is a latent model: pass --autoencoder autoencoder_vq_f4.pth")
+        return build_pipeline(config, model_sd=load_official_state_dict(s.init), autoencoder_sd=ae_sd)
+
+    def _train_schedule(self) -> Any:
+        s = self.s
+        if s.time == "discrete":
+            return self.discrete
+        if s.schedule == "exact":
+            return ExactSchedule(self.discrete)
+        if s.schedule == "given":
+            return ExpAlphaSchedule(a=float(s.a), lam=float(s.lam), kappa=self.discrete.kappa, T=self.discrete.T)  # type: ignore[arg-type]
+        return ExpAlphaSchedule.fit(self.discrete)
+
+    def _build_data(self) -> CropSampler:
+        s = self.s
+        lrs = None
+        if s.data == "photos":
+            from ..data.photos import training_photos
+            images = [im for _, im in training_photos()]
+        elif s.lr_data:
+            images, lrs = load_paired(s.data, s.lr_data, s.sf)
+        else:
+            images = load_folder(s.data)
+        return CropSampler(images, crop=s.crop, sf=s.sf, lrs=lrs, degradation=Degradation() if s.degrade else None,
+                           seed=s.seed * 1000 + self.rank)
+
+    def _build_val(self) -> Optional[torch.Tensor]:
+        s = self.s
+        if s.val is None:
+            return None
+        from ..data.photos import make_test_tiles, validation_photos
+        if s.val == "photos":
+            tiles = [t for _, t in make_test_tiles(size=s.crop, per_image=8, photos=validation_photos())]
+        else:
+            imgs = load_folder(s.val)
+            tiles = [t for _, t in make_test_tiles(size=s.crop, per_image=8, photos=[(str(i), im) for i, im in enumerate(imgs)])]
+        if not tiles:
+            raise ValueError(f"no validation tiles of {s.crop} px could be cut from {s.val}")
+        return torch.stack(tiles)
+
+    # --- one optimisation step -------------------------------------------------------------
+    def sample_t(self, n: int) -> torch.Tensor:
+        """Training times: k/T with k uniform (discrete) or t ~ U(1/T, 1) (continuous), float64 [n]."""
+        T = self.discrete.T
+        if self.s.time == "discrete":
+            return torch.randint(1, T + 1, (n,), generator=self.noise).double() / T
+        return 1 / T + (1 - 1 / T) * torch.rand(n, generator=self.noise, dtype=torch.float64)
+
+    def loss_on(self, net: nn.Module, hr: torch.Tensor, y_pix: torch.Tensor) -> torch.Tensor:
+        """MSE(x0_hat, x0) on one micro-batch, x0_hat from NetworkDenoiser (the sampling convention)."""
+        n = hr.shape[0]
+        t = self.sample_t(n)
+        z = torch.randn(hr.shape if self.autoencoder is None else (n, *self._latent_shape(hr)), generator=self.noise)
+        hr, y_pix, z = hr.to(self.device), y_pix.to(self.device), z.to(self.device)
+        if self.autoencoder is not None:
+            with torch.no_grad():
+                x0, y = self.autoencoder.encode(hr), self.autoencoder.encode(y_pix)
+            lq = F.interpolate(y_pix, scale_factor=1 / self.s.sf, mode="bicubic", antialias=True)
+        else:
+            x0, y, lq = hr, y_pix, y_pix
+        eta = torch.as_tensor(self.schedule.eta(t) if not isinstance(self.schedule, ResShiftSchedule)
+                              else self.discrete.etas[(t * self.discrete.T).round().long() - 1],
+                              dtype=x0.dtype, device=x0.device).view(-1, 1, 1, 1)
+        x_t = x0 + eta * (y - x0) + self.schedule.kappa * eta.sqrt() * z
+        denoiser = NetworkDenoiser(net, self.schedule, lq=lq, latent=self.autoencoder is not None,
+                                   normalize_input=bool(self.pipe.config["diffusion"].get("normalize_input", True)),
+                                   predict=self.pipe.predict, y=y, clip_denoised=False)
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.s.amp or "", None)
+        with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None and self.device.type == "cuda"):
+            x0_hat = denoiser(x_t, t.to(self.device, x0.dtype))
+        return F.mse_loss(x0_hat.float(), x0.float())
+
+    def _latent_shape(self, hr: torch.Tensor) -> tuple[int, int, int]:
+        return (self.autoencoder.quant_conv.out_channels, hr.shape[-2] // 4, hr.shape[-1] // 4)  # type: ignore[union-attr]
+
+    def lr_at(self, step: int) -> float:
+        s = self.s
+        base = s.lr * min(1.0, (step + 1) / s.warmup) if s.warmup else s.lr
+        if s.cosine and step >= s.warmup:
+            frac = (step - s.warmup) / max(1, s.steps - s.warmup)
+            base = s.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        return base
+
+    def train_step(self) -> float:
+        """One optimiser step over ``batch`` samples (micro-batches accumulate). Returns the mean loss."""
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        model = self.ddp if self.ddp is not None else self.net
+        hr, y = self.sampler.batch(self.per_rank_batch)
+        chunks = list(zip(hr.split(self.micro), y.split(self.micro)))
+        total = 0.0
+        for j, (h, yy) in enumerate(chunks):
+            sync = self.ddp is None or j == len(chunks) - 1
+            ctx = model.no_sync() if (self.ddp is not None and not sync) else _null()
+            with ctx:
+                loss = self.loss_on(model, h, yy) * (h.shape[0] / hr.shape[0])
+                self.scaler.scale(loss).backward()
+            total += float(loss.detach())
+        self.scaler.unscale_(self.opt)
+        if self.s.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.s.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        # EMA of the weights.
+        with torch.no_grad():
+            for pe, p in zip(self.ema.parameters(), self.net.parameters()):
+                pe.lerp_(p, 1 - self.s.ema)
+        self.step += 1
+        return total
+
+    # --- validation, checkpoints -----------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """PSNR-Y / SSIM-Y of the EMA model on the validation tiles (solver and NFE from the settings)."""
+        from ..data.io import bicubic_down
+        from ..metrics import psnr_y, ssim_y
+
+        assert self.val_tiles is not None
+        pipe = self.export_pipeline()
+        hr = self.val_tiles
+        lr = bicubic_down(hr, self.s.sf)
+        sr = torch.cat([pipe(lr[i:i + 8], solver=self.s.val_solver, nfe=self.s.val_nfe, seed=0).cpu()
+                        for i in range(0, len(lr), 8)])
+        from ..models.pipeline import upsample_lr
+        bic = upsample_lr(lr, self.s.sf).clamp(-1, 1)
+        return {"psnr_y": float(psnr_y(sr, hr).mean()), "ssim_y": float(ssim_y(sr, hr).mean()),
+                "bicubic_psnr_y": float(psnr_y(bic, hr).mean())}
+
+    def export_pipeline(self) -> SRPipeline:
+        """An SRPipeline over the EMA weights, with the training schedule (continuous: stored in the file)."""
+        config = dict(self.pipe.config)
+        config["schedule"] = None if self.s.time == "discrete" else self.schedule.to_config()
+        config["fitted_schedule"] = ExpAlphaSchedule.fit(self.discrete, warn=False).to_config()
+        return SRPipeline(self.ema, self.schedule if self.s.time == "continuous" else self.discrete,
+                          autoencoder=self.autoencoder, sf=self.pipe.sf, predict=self.pipe.predict,
+                          normalize_input=self.pipe.normalize_input, config=config, device=self.device)
+
+    def state(self) -> dict[str, Any]:
+        return {"step": self.step, "net": self.net.state_dict(), "ema": self.ema.state_dict(),
+                "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
+                "data_rng": self.sampler.generator.get_state(), "noise_rng": self.noise.get_state(),
+                "best": self.best if self.best is not None else float("nan"),
+                "settings": json.dumps(asdict(self.s), sort_keys=True), "model_config": json.dumps(self.pipe.config["model"], sort_keys=True)}
+
+    def save(self, tag: Optional[str] = None) -> Path:
+        """Write a resumable checkpoint atomically, prune to the last K, export last.safetensors."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / (tag or f"ckpt-{self.step:07d}.pt")
+        state = self.state()
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        ckpts = sorted(self.out.glob("ckpt-*.pt"))
+        for old in ckpts[:-self.s.keep_last] if self.s.keep_last > 0 else []:
+            old.unlink()
+        self.export_pipeline().save(self.out / "last.safetensors", training=self.metadata())
+        return path
+
+    def metadata(self) -> dict[str, Any]:
+        return {"settings": asdict(self.s), "step": self.step, "best_val_psnr_y": self.best, "versions": _versions(),
+                "world_size": self.world}
+
+    def resume(self, path: str | Path) -> None:
+        """Restore model, EMA, optimiser, scaler, RNG and step: training continues exactly."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"resume file not found: {path}")
+        try:
+            st = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"cannot read {path} as a cresshift training checkpoint: {str(err).splitlines()[0][:160]}") from None
+        if st.get("model_config") != json.dumps(self.pipe.config["model"], sort_keys=True):
+            raise ValueError(f"{path} was written for another model configuration; resume with the same settings")
+        old = json.loads(st["settings"])
+        for k in ("time", "schedule", "predict", "kappa", "crop", "sf", "batch", "micro_batch", "seed"):
+            if old.get(k) != getattr(self.s, k):
+                raise ValueError(f"{path} was trained with {k}={old.get(k)!r}, these settings say {getattr(self.s, k)!r}")
+        self.net.load_state_dict(st["net"])
+        self.ema.load_state_dict(st["ema"])
+        self.opt.load_state_dict(st["opt"])
+        self.scaler.load_state_dict(st["scaler"])
+        self.sampler.generator.set_state(st["data_rng"])
+        self.noise.set_state(st["noise_rng"])
+        self.step = int(st["step"])
+        self.best = None if math.isnan(st["best"]) else float(st["best"])
+
+    def run(self, *, progress: bool = True) -> dict[str, Any]:
+        """Train to ``steps``, validating and saving periodically; Ctrl-C saves and returns."""
+        s = self.s
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            (self.out / "settings.json").write_text(json.dumps({**asdict(s), "versions": _versions()}, indent=1))
+        logf = open(self.out / "log.jsonl", "a") if self.rank == 0 else None
+        interrupted = False
+        t0 = time.perf_counter()
+        bar = _Progress(total=s.steps, start=self.step, enabled=progress and self.rank == 0)
+        try:
+            if self.rank == 0 and self.val_tiles is not None and self.step == 0:
+                self._validate_and_log(logf, bar)
+            while self.step < s.steps:
+                loss = self.train_step()
+                bar.update(self.step, loss, self.lr_at(self.step - 1))
+                if logf and (self.step % 10 == 0 or self.step == s.steps):
+                    logf.write(json.dumps({"step": self.step, "loss": loss, "lr": self.lr_at(self.step - 1),
+                                           "seconds": time.perf_counter() - t0}) + "\n")
+                    logf.flush()
+                if self.rank == 0 and self.val_tiles is not None and (self.step % s.val_every == 0 or self.step == s.steps):
+                    self._validate_and_log(logf, bar)
+                if self.step % s.save_every == 0 or self.step == s.steps:
+                    if self.rank == 0:
+                        self.save()
+                    if self.world > 1:
+                        torch.distributed.barrier()
+        except KeyboardInterrupt:
+            interrupted = True
+            if self.rank == 0:
+                p = self.save()
+                self.log(f"interrupted at step {self.step}: saved {p}; resume with --resume {p}")
+        finally:
+            bar.close()
+            if logf:
+                logf.close()
+        return {"step": self.step, "best_val_psnr_y": self.best, "seconds": time.perf_counter() - t0,
+                "interrupted": interrupted}
+
+    def _validate_and_log(self, logf: Any, bar: "_Progress") -> None:
+        m = self.validate()
+        line = {"step": self.step, "val": m}
+        if logf:
+            logf.write(json.dumps(line) + "\n")
+            logf.flush()
+        bar.note(f"step {self.step}: val PSNR-Y {m['psnr_y']:.3f} dB (bicubic {m['bicubic_psnr_y']:.3f}), "
+                 f"SSIM-Y {m['ssim_y']:.4f}")
+        if self.best is None or m["psnr_y"] > self.best:
+            self.best = m["psnr_y"]
+            self.export_pipeline().save(self.out / "best.safetensors", training={**self.metadata(), "val": m})
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: Any) -> None:
+        return None
+
+
+class _Progress:
+    """A rich progress bar on stderr (loss, lr, it/s, ETA), or plain lines when not a terminal."""
+
+    def __init__(self, total: int, start: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.last_print = 0.0
+        self.t0 = time.perf_counter()
+        self.start = start
+        self.total = total
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+            self.bar = Progress(TextColumn("[bold]finetune"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+
+    def update(self, step: int, loss: float, lr: float) -> None:
+        if not self.enabled:
+            return
+        rate = (step - self.start) / max(1e-9, time.perf_counter() - self.t0)
+        info = f"loss {loss:.5f} lr {lr:.2e} {rate:.2f} it/s"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, info=info)
+        elif time.perf_counter() - self.last_print > 30 or step == self.total:
+            eta = (self.total - step) / max(rate, 1e-9)
+            print(f"step {step}/{self.total} {info} ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
+            self.last_print = time.perf_counter()
+
+    def note(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.console.print(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def train(settings: TrainSettings, *, resume: Optional[str] = None, progress: bool = True) -> dict[str, Any]:
+    """Build a Trainer, optionally resume, run. ``resume="auto"`` picks the newest checkpoint in ``out``."""
+    trainer = Trainer(settings)
+    if resume == "auto":
+        found = sorted(Path(settings.out).glob("ckpt-*.pt"))
+        if found:
+            trainer.resume(found[-1])
+    elif resume:
+        trainer.resume(resume)
+    try:
+        return trainer.run(progress=progress)
+    finally:
+        if trainer.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
