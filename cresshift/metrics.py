@@ -1,137 +1,208 @@
-"""Image quality metrics with the ResShift conventions (design §8).
+"""Image quality metrics with the ResShift / BasicSR conventions (design §8).
 
-PSNR and SSIM are computed on the Y channel of YCbCr (MATLAB/BasicSR coefficients
-65.481/128.553/24.966, +16) of uint8-rounded images, no border crop; RGB PSNR too. SSIM uses
-``pytorch_msssim`` (Gaussian window 11, sigma 1.5, data range 255). LPIPS uses the ``lpips``
-package and needs the backbone's torchvision weights on disk: offline and uncached it reports
-itself unavailable with the reason, and never produces a number.
+- Images are tensors in [-1, 1], [B, 3, H, W] (a single [3, H, W] image is accepted too).
+- PSNR and SSIM first quantise to uint8 levels, ``round((x + 1) / 2 * 255)`` clipped to
+  0..255, as saving the image would; no border is cropped.
+- Y is the luma of YCbCr with the MATLAB/BasicSR coefficients,
+  ``Y = (65.481 R + 128.553 G + 24.966 B) / 255 + 16`` on 0..255 RGB levels, kept as float
+  in [16, 235] (BasicSR's ``calculate_psnr(..., test_y_channel=True)`` does the same).
+- PSNR is per image, float64, peak 255; identical images give ``inf``.
+- SSIM is ``pytorch_msssim.ssim`` on Y (Gaussian window 11, sigma 1.5, data range 255,
+  valid filtering, K = (0.01, 0.03)); images smaller than 11 px on a side raise ValueError.
+- LPIPS uses the ``lpips`` package (AlexNet by default, VGG as ResShift validates); its
+  backbone needs torchvision's ImageNet weights on disk. Offline and uncached, the metric
+  reports ``available = False`` with a one-line ``reason`` and never produces numbers.
 """
 from __future__ import annotations
 
-import math
 import os
+import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
-__all__ = ["quantize", "rgb_to_y", "psnr_y", "psnr_rgb", "ssim_y", "LPIPSMetric", "evaluate_pair"]
+__all__ = ["quantize", "rgb_to_y", "psnr_y", "psnr_rgb", "ssim_y", "LPIPSMetric", "evaluate_pair",
+           "LPIPS_BACKBONE_FILES", "SSIM_MIN_SIZE"]
 
-_Y = torch.tensor([65.481, 128.553, 24.966], dtype=torch.float64) / 255.0
-_BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+_Y_COEFFS = (65.481, 128.553, 24.966)
+SSIM_MIN_SIZE = 11
+LPIPS_BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+
+
+def _batched(img: torch.Tensor) -> torch.Tensor:
+    if img.ndim == 3:
+        img = img[None]
+    if img.ndim != 4 or img.shape[1] != 3:
+        raise ValueError(f"expected an RGB image tensor [B, 3, H, W] or [3, H, W], got shape {tuple(img.shape)}")
+    return img
+
+
+def _pair(sr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    sr, hr = _batched(sr), _batched(hr)
+    if sr.shape != hr.shape:
+        raise ValueError(f"images differ in shape: {tuple(sr.shape)} vs {tuple(hr.shape)}")
+    return sr, hr
 
 
 def quantize(img: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> float64 values in {0..255} (round, clip), as saving to uint8 would."""
-    return ((img.detach().double().clamp(-1, 1) + 1) * 127.5).round()
+    """[-1, 1] -> float64 uint8 levels in {0..255}: round((x + 1) / 2 * 255), clipped."""
+    return ((img.detach().double() + 1) * 127.5).round().clamp(0, 255)
 
 
-def rgb_to_y(img: torch.Tensor) -> torch.Tensor:
-    """[B, 3, H, W] in [-1, 1] -> [B, H, W] Y in [16, 235] (from uint8-rounded RGB)."""
-    q = quantize(img)
-    return torch.einsum("bchw,c->bhw", q, _Y.to(q.device)) + 16.0
+def _y_from_levels(levels: torch.Tensor) -> torch.Tensor:
+    c = torch.tensor(_Y_COEFFS, dtype=torch.float64, device=levels.device) / 255.0
+    return torch.einsum("bchw,c->bhw", levels.double(), c) + 16.0
+
+
+def rgb_to_y(img: torch.Tensor, *, quantized: bool = False) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1] -> [B, H, W] float64 Y in [16, 235] (MATLAB coefficients; uint8-rounded RGB first if ``quantized``)."""
+    img = _batched(img)
+    levels = quantize(img) if quantized else (img.detach().double() + 1) * 127.5
+    return _y_from_levels(levels)
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     mse = ((a - b) ** 2).flatten(1).mean(1)
-    return torch.where(mse == 0, torch.full_like(mse, math.inf), 10 * torch.log10(255.0 ** 2 / mse.clamp_min(1e-300)))
+    psnr = 10 * torch.log10(255.0 ** 2 / mse)
+    return torch.where(mse == 0, torch.full_like(mse, float("inf")), psnr)
 
 
 def psnr_y(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) on Y, [B] float64; identical images give inf."""
-    return _psnr(rgb_to_y(sr), rgb_to_y(hr))
+    """Per-image PSNR in dB on Y of the uint8-rounded images, [B] float64 (inf when identical)."""
+    sr, hr = _pair(sr, hr)
+    return _psnr(rgb_to_y(sr, quantized=True), rgb_to_y(hr, quantized=True))
 
 
 def psnr_rgb(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) on uint8-rounded RGB, [B] float64."""
+    """Per-image PSNR in dB on the uint8-rounded RGB images, [B] float64 (inf when identical)."""
+    sr, hr = _pair(sr, hr)
     return _psnr(quantize(sr), quantize(hr))
 
 
 def ssim_y(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """Per-image SSIM on Y (pytorch_msssim, window 11, sigma 1.5, data range 255), [B] float64."""
+    """Per-image SSIM on Y of the uint8-rounded images (pytorch_msssim, window 11, sigma 1.5), [B] float64."""
     from pytorch_msssim import ssim
 
-    if min(sr.shape[-2:]) < 11:
-        raise ValueError(f"SSIM needs images of at least 11x11 px, got {sr.shape[-1]}x{sr.shape[-2]}")
-    a, b = rgb_to_y(sr)[:, None], rgb_to_y(hr)[:, None]
+    sr, hr = _pair(sr, hr)
+    h, w = sr.shape[-2:]
+    if min(h, w) < SSIM_MIN_SIZE:
+        raise ValueError(f"SSIM needs images of at least {SSIM_MIN_SIZE}x{SSIM_MIN_SIZE} px "
+                         f"(its Gaussian window), got {w}x{h}")
+    a = rgb_to_y(sr, quantized=True)[:, None]
+    b = rgb_to_y(hr, quantized=True)[:, None]
     return ssim(a, b, data_range=255.0, size_average=False, win_size=11, win_sigma=1.5).double()
 
 
-class LPIPSMetric:
-    """LPIPS (``lpips`` package) with an honest offline fallback.
+def _hub_checkpoints() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
 
-    ``available`` is False, with a one-line ``reason``, when the torchvision backbone weights
-    are not on disk (looked up in ``$CRESSHIFT_LPIPS_BACKBONE``, the ``backbone`` argument, or
-    torch hub's checkpoint cache under ``$TORCH_HOME``). ``backbone="random"`` builds a
-    randomly initialised backbone to exercise the code path in tests; its ``name`` says so and
-    its values mean nothing.
+
+class LPIPSMetric:
+    """LPIPS (``lpips`` package) that never downloads and says plainly when it cannot run.
+
+    The backbone file is looked up, in order: the ``backbone`` argument, the
+    ``CRESSHIFT_LPIPS_BACKBONE`` environment variable (a file, or a folder holding the file),
+    and torch hub's cache ``<TORCH_HOME>/hub/checkpoints/<name>`` with the name torchvision
+    uses (``LPIPS_BACKBONE_FILES``). The torchvision network is built with ``weights=None`` and
+    the file loaded with ``torch.load(weights_only=True)``; the linear calibration layers ship
+    inside ``lpips``. If the file is missing or unusable: ``available`` is False and ``reason``
+    says how to supply it. ``backbone="random"`` builds a seeded random backbone for tests
+    only: its ``name`` says so and its values mean nothing.
     """
 
-    def __init__(self, net: str = "alex", *, backbone: Optional[str] = None, device: str | torch.device = "cpu") -> None:
-        if net not in _BACKBONE_FILES:
+    def __init__(self, net: str = "alex", *, backbone: Union[str, os.PathLike, None] = None,
+                 device: Union[str, torch.device] = "cpu") -> None:
+        if net not in LPIPS_BACKBONE_FILES:
             raise ValueError(f"LPIPS backbone must be 'alex' or 'vgg', got {net!r}")
-        self.net_name = net
+        self.net = net
         self.name = f"LPIPS-{net}"
         self.available = False
         self.reason = ""
-        self.model = None
-        fname = _BACKBONE_FILES[net]
-        if backbone != "random":
-            path = self._find(fname, backbone)
-            if path is None:
-                hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
-                self.reason = (f"LPIPS n/a: the {net} backbone weights ({fname}) are not on disk; put the file in "
-                               f"{hub} (torch hub cache, TORCH_HOME) or point CRESSHIFT_LPIPS_BACKBONE at it")
+        self.backbone_path: Optional[Path] = None
+        self._model: Optional[torch.nn.Module] = None
+        random_backbone = isinstance(backbone, str) and backbone == "random"
+        if not random_backbone:
+            self.backbone_path, self.reason = self._locate(net, backbone)
+            if self.backbone_path is None:
                 return
         try:
-            self.model = self._build(net, None if backbone == "random" else path).to(device).eval()
-        except Exception as err:  # a broken lpips install, a corrupt file
-            self.reason = f"LPIPS n/a: {str(err).splitlines()[0][:160]}"
+            model = self._build(net, self.backbone_path)
+        except Exception as err:  # a corrupt or mismatched file, a broken lpips install
+            text = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            self.reason = f"LPIPS-{net} unavailable: cannot use {self.backbone_path}: {text}"
             return
-        if backbone == "random":
-            self.name = f"LPIPS-{net} (random backbone: not meaningful)"
+        self._model = model.to(device).eval()
+        if random_backbone:
+            self.name = f"LPIPS-{net}-random (random backbone: values not meaningful)"
         self.available = True
+        self.reason = ""
 
     @staticmethod
-    def _find(fname: str, explicit: Optional[str]) -> Optional[Path]:
-        cands = [explicit, os.environ.get("CRESSHIFT_LPIPS_BACKBONE")]
-        hub_root = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-        cands.append(str(hub_root / "hub" / "checkpoints" / fname))
-        for c in cands:
-            if c and Path(c).is_file():
-                return Path(c)
-        return None
+    def _locate(net: str, explicit: Union[str, os.PathLike, None]) -> tuple[Optional[Path], str]:
+        """(path, "") when a backbone file is found, else (None, reason)."""
+        fname = LPIPS_BACKBONE_FILES[net]
+        for origin, value in (("backbone argument", explicit),
+                              ("CRESSHIFT_LPIPS_BACKBONE", os.environ.get("CRESSHIFT_LPIPS_BACKBONE") or None)):
+            if value is None:
+                continue
+            p = Path(value)
+            if p.is_dir():
+                p = p / fname
+            if p.is_file():
+                return p, ""
+            return None, f"LPIPS-{net} unavailable: {origin} points at {p}, which does not exist"
+        cached = _hub_checkpoints() / fname
+        if cached.is_file():
+            return cached, ""
+        return None, (f"LPIPS-{net} unavailable offline: backbone weights {fname} not found; put torchvision's "
+                      f"file in {cached.parent} (TORCH_HOME) or set CRESSHIFT_LPIPS_BACKBONE to its path")
 
     @staticmethod
     def _build(net: str, backbone_path: Optional[Path]) -> torch.nn.Module:
         import lpips
-        import torchvision
 
-        # Build with pretrained=False (no download), then load the backbone ourselves, weights only.
-        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
-        if backbone_path is not None:
-            sd = torch.load(backbone_path, map_location="cpu", weights_only=True)
-            tv = torchvision.models.alexnet() if net == "alex" else torchvision.models.vgg16()
-            tv.load_state_dict(sd)
-            feats = tv.features
-            target = model.net
-            # lpips slices torchvision's `features` into consecutive slices: copy by position.
-            layers = [m for s in (target.slice1, target.slice2, target.slice3, target.slice4, target.slice5) for m in s]
-            for mine, theirs in zip(layers, feats):
-                mine.load_state_dict(theirs.state_dict())
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+            warnings.simplefilter("ignore")  # lpips passes torchvision's deprecated `pretrained=False`
+            torch.manual_seed(0)  # the random backbone is reproducible and the caller's RNG untouched
+            # pnet_rand=True: the backbone is built without weights (no download); pretrained=True
+            # loads lpips' own linear layers from inside the package.
+            model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+        if backbone_path is None:
+            return model
+        sd = torch.load(backbone_path, map_location="cpu", weights_only=True)
+        if not isinstance(sd, dict):
+            raise ValueError("not a state dict")
+        # lpips slices torchvision's `features` keeping the layer indices as module names
+        # (slice1.0.weight <- features.0.weight); load_state_dict then checks every shape.
+        mapped = {}
+        for key in model.net.state_dict():
+            _slice, index, param = key.split(".", 2)
+            name = f"features.{index}.{param}"
+            if name not in sd:
+                raise ValueError(f"not a torchvision {'AlexNet' if net == 'alex' else 'VGG16'} state dict "
+                                 f"(no {name})")
+            mapped[key] = sd[name]
+        model.net.load_state_dict(mapped, strict=True)
         return model
 
     @torch.no_grad()
     def __call__(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        """Per-image LPIPS, [B] float64 (inputs in [-1, 1])."""
-        if not self.available or self.model is None:
+        """Per-image LPIPS distance, [B] float64 (inputs in [-1, 1], clamped)."""
+        if not self.available or self._model is None:
             raise RuntimeError(self.reason)
-        dev = next(self.model.parameters()).device
-        return self.model(sr.to(dev).float(), hr.to(dev).float()).flatten().double().cpu()
+        sr, hr = _pair(sr, hr)
+        dev = next(self._model.parameters()).device
+        out = self._model(sr.to(dev).float().clamp(-1, 1), hr.to(dev).float().clamp(-1, 1))
+        return out.flatten().double().cpu()
+
+    def __repr__(self) -> str:
+        state = "available" if self.available else f"unavailable: {self.reason}"
+        return f"LPIPSMetric({self.name!r}, {state})"
 
 
 def evaluate_pair(sr: torch.Tensor, hr: torch.Tensor, lpips: Optional[LPIPSMetric] = None) -> dict[str, torch.Tensor]:
-    """Per-image psnr_y, psnr_rgb, ssim_y (and lpips when available) for a batch."""
+    """Per-image psnr_y, psnr_rgb, ssim_y, and lpips when an available metric is given ([B] float64 each)."""
     out = {"psnr_y": psnr_y(sr, hr), "psnr_rgb": psnr_rgb(sr, hr), "ssim_y": ssim_y(sr, hr)}
     if lpips is not None and lpips.available:
         out["lpips"] = lpips(sr, hr)
