@@ -1,6 +1,7 @@
 """Training data: random HR crops with flips/rot90, LR by bicubic downscaling, y = upsampled LR."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -8,33 +9,90 @@ import torch
 import torch.nn.functional as F
 
 from ..data.io import bicubic_down, list_images, load_image
-from ..models.pipeline import upsample_lr
 
 __all__ = ["CropSampler", "load_folder", "load_paired", "Degradation"]
 
 
+@dataclass(frozen=True)
 class Degradation:
-    """A light second-order degradation of the LR: Gaussian blur sigma in [0.2, 1.2] px, then Gaussian
-    noise sigma in [0, 0.02] (on the [-1, 1] scale), each applied with probability 0.5."""
+    """A light second-order degradation of the LR (Real-ESRGAN's recipe, milder): ``rounds`` times,
+    each step with probability ``p`` and its parameter drawn uniformly from the range given here:
+
+    blur (Gaussian, sigma in LR px), resize (down/up by ``scale``, then back to the LR size,
+    bilinear or bicubic), noise (Gaussian sigma on the [-1, 1] scale, or Poisson with ``peak``
+    photons at white), JPEG (quality). All draws come from the sampler's generator (resumable).
+    """
+
+    rounds: int = 2
+    p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.2, 1.2)
+    scale: tuple[float, float] = (0.75, 1.25)
+    noise_sigma: tuple[float, float] = (0.0, 0.02)
+    poisson_peak: tuple[float, float] = (200.0, 2000.0)
+    jpeg_quality: tuple[int, int] = (60, 95)
 
     def __call__(self, lr: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        if float(torch.rand((), generator=g)) < 0.5:
-            sigma = 0.2 + 1.0 * float(torch.rand((), generator=g))
-            r = 3
-            x = torch.arange(-r, r + 1, dtype=lr.dtype)
-            k = torch.exp(-0.5 * (x / sigma) ** 2)
-            k = k / k.sum()
-            c = lr.shape[1]
-            lr = F.conv2d(F.pad(lr, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-            lr = F.conv2d(F.pad(lr, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-        if float(torch.rand((), generator=g)) < 0.5:
-            sigma = 0.02 * float(torch.rand((), generator=g))
-            lr = lr + sigma * torch.randn(lr.shape, generator=g, dtype=lr.dtype)
-        return lr.clamp(-1, 1)
+        """[n, 3, h, w] in [-1, 1] -> the same shape, each sample degraded independently."""
+        return torch.stack([self._one(x, g) for x in lr])
+
+    def _one(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        def coin() -> bool:
+            return float(torch.rand((), generator=g)) < self.p
+
+        def uniform(lo: float, hi: float) -> float:
+            return lo + (hi - lo) * float(torch.rand((), generator=g))
+        h, w = x.shape[-2:]
+        x = x[None]
+        for _ in range(self.rounds):
+            if coin():  # Gaussian blur
+                x = _gaussian_blur(x, uniform(*self.blur_sigma))
+            if coin():  # resize and back
+                f = uniform(*self.scale)
+                size = (max(2, round(h * f)), max(2, round(w * f)))
+                mode = "bilinear" if coin() else "bicubic"
+                x = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=f < 1)
+                x = F.interpolate(x, size=(h, w), mode=mode, align_corners=False, antialias=f > 1)
+            if coin():  # noise: Gaussian or Poisson
+                if coin():
+                    x = x + uniform(*self.noise_sigma) * torch.randn(x.shape, generator=g, dtype=x.dtype)
+                else:
+                    peak = uniform(*self.poisson_peak)
+                    level = ((x.clamp(-1, 1) + 1) / 2 * peak)
+                    x = torch.poisson(level, generator=g) / peak * 2 - 1
+            if coin():  # JPEG
+                x = _jpeg(x[0], int(round(uniform(*self.jpeg_quality))))[None]
+            x = x.clamp(-1, 1)
+        return x[0]
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    r = max(1, min(int(3 * sigma + 0.5), (min(x.shape[-2:]) - 1)))
+    t = torch.arange(-r, r + 1, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """JPEG round trip of a [3, h, w] image in [-1, 1] (Pillow, 4:2:0)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from ..data.io import to_uint8
+
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(x)).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    arr = np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(arr / 127.5 - 1).permute(2, 0, 1).to(x.dtype)
 
 
 class CropSampler:
-    """Draws batches (hr, y, lq) of random crops; deterministic given its torch.Generator.
+    """Draws batches (hr, lr) of random crops with flips/rot90; deterministic given its torch.Generator.
 
     ``images`` are [3, H, W] HR tensors in [-1, 1]; ``lrs`` optional paired LR tensors (sf
     times smaller). The generator's state is the whole data-order state (saved on resume).
@@ -77,7 +135,7 @@ class CropSampler:
         return hr.contiguous(), (lr.contiguous() if lr is not None else None)  # type: ignore[return-value]
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(hr [n, 3, c, c], y [n, 3, c, c]) with y = bicubic x sf of the (degraded) LR."""
+        """(hr [n, 3, c, c], lr [n, 3, c/sf, c/sf]): LR paired, or bicubic_down(hr) (then degraded)."""
         pairs = [self._one() for _ in range(n)]
         hr = torch.stack([p[0] for p in pairs])
         if pairs[0][1] is not None:
@@ -86,7 +144,7 @@ class CropSampler:
             lr = bicubic_down(hr, self.sf)
         if self.degradation is not None:
             lr = self.degradation(lr, self.generator)
-        return hr, upsample_lr(lr, self.sf).clamp(-1, 1)
+        return hr, lr
 
 
 def load_folder(folder: str | Path) -> list[torch.Tensor]:

@@ -15,8 +15,9 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -24,15 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.checkpoints import CheckpointError, atomic_write, load_cresshift, load_official_state_dict
+from ..models.checkpoints import atomic_write, load_cresshift, load_official_state_dict
 from ..models.denoiser import NetworkDenoiser
-from ..models.pipeline import SRPipeline, build_pipeline
+from ..models.pipeline import SRPipeline, build_pipeline, upsample_lr
 from ..models.presets import get_preset
 from ..models.unet import small_pixel_config
-from ..schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule, schedule_from_config
+from ..schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule
 from .data import CropSampler, Degradation, load_folder, load_paired
 
 __all__ = ["TrainSettings", "Trainer", "train"]
+
+_GREY_LEVEL_SQ = (2 / 255) ** 2  # one 8-bit grey level, squared, on the [-1, 1] scale
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class TrainSettings:
     """Everything that defines a training run (stored with every checkpoint)."""
 
     out: str = "runs/finetune"
-    data: str = "photos"                 # a folder of HR images, or "photos" (the shipped photographs)
+    data: str = "photos"                 # a folder of HR images, "photos" (all shipped training photographs) or "photos-colour"
     lr_data: Optional[str] = None        # paired LR folder (optional)
     val: Optional[str] = "photos"        # a folder of HR validation images, "photos" or None
     init: str = "scratch"                # "scratch", a cresshift .safetensors, or an official .pth (+ preset)
@@ -49,7 +52,8 @@ class TrainSettings:
     model_overrides: dict[str, Any] = field(default_factory=dict)   # for init="scratch"
     schedule_preset: str = "realsr-x4-v1"
     kappa: Optional[float] = None        # override the preset's kappa (pixel-space models)
-    predict: str = "xstart"
+    predict: Optional[str] = None        # output type; None: the model's own ("xstart" from scratch)
+    loss_weight: str = "none"            # "none": MSE (the paper); "bicubic": per-crop MSE / (bicubic MSE + 1 grey level^2)
     time: str = "discrete"               # "discrete" | "continuous"
     schedule: str = "exp"                # continuous schedule: "exp" (fitted), "exact", "given" (a, lam)
     a: Optional[float] = None
@@ -78,6 +82,8 @@ class TrainSettings:
 
     def check(self) -> None:
         """Raise ValueError for impossible settings before anything starts."""
+        if self.loss_weight not in ("none", "bicubic"):
+            raise ValueError(f"--loss-weight must be none or bicubic, got {self.loss_weight!r}")
         if self.time not in ("discrete", "continuous"):
             raise ValueError(f"--time must be discrete or continuous, got {self.time!r}")
         if self.schedule not in ("exp", "exact", "given"):
@@ -138,13 +144,15 @@ class Trainer:
         self.step = 0
         self.best: Optional[float] = None
         self.val_tiles = self._build_val() if self.rank == 0 else None
+        self._lpips: Any = None
+        self._stop = False
         self.out = Path(settings.out)
 
     # --- construction --------------------------------------------------------------------
     def _build_model(self) -> SRPipeline:
         s = self.s
         diffusion = {**ResShiftSchedule.from_config(s.schedule_preset).to_config(), "sf": s.sf,
-                     "predict_type": s.predict, "normalize_input": True}
+                     "predict_type": s.predict or "xstart", "normalize_input": True}
         if s.kappa is not None:
             diffusion["kappa"] = float(s.kappa)
         if s.init == "scratch":
@@ -153,7 +161,7 @@ class Trainer:
                       "diffusion": {**diffusion, "latent_flag": False}}
             torch.manual_seed(s.seed)
             pipe = build_pipeline(config)
-            if s.predict == "residual":
+            if diffusion["predict_type"] == "residual":
                 # Zero output layer: the untrained model returns x0_hat = y (bicubic) exactly.
                 nn.init.zeros_(pipe.net.out[2].weight)
                 nn.init.zeros_(pipe.net.out[2].bias)
@@ -162,12 +170,14 @@ class Trainer:
             groups, config = load_cresshift(s.init)
             config = dict(config)
             config["schedule"] = None  # the training schedule is decided by the settings
-            if s.kappa is not None or s.predict != config["diffusion"].get("predict_type", "xstart"):
+            if s.kappa is not None or s.predict not in (None, config["diffusion"].get("predict_type", "xstart")):
                 raise ValueError("fine-tuning a cresshift model keeps its kappa and predict type; drop --kappa/--predict")
             return build_pipeline(config, model_sd=groups.get("model"), autoencoder_sd=groups.get("autoencoder"))
         if not Path(s.init).is_file():
             raise ValueError(f"--init {s.init!r} is neither 'scratch' nor an existing checkpoint file")
         preset = get_preset(s.preset)  # type: ignore[arg-type]
+        if s.kappa is not None or s.predict not in (None, preset["diffusion"].get("predict_type", "xstart")):
+            raise ValueError(f"fine-tuning the official {s.preset} keeps its kappa and predict type; drop --kappa/--predict")
         config = {"model": {"class": "UNetModelSwin", "params": preset["model"]}, "autoencoder": preset["autoencoder"],
                   "diffusion": preset["diffusion"], "preset": s.preset}
         ae_sd = load_official_state_dict(s.autoencoder) if s.autoencoder else None
@@ -188,9 +198,9 @@ class Trainer:
     def _build_data(self) -> CropSampler:
         s = self.s
         lrs = None
-        if s.data == "photos":
+        if s.data in ("photos", "photos-colour"):
             from ..data.photos import training_photos
-            images = [im for _, im in training_photos()]
+            images = [im for _, im in training_photos(include_grayscale=s.data == "photos")]
         elif s.lr_data:
             images, lrs = load_paired(s.data, s.lr_data, s.sf)
         else:
@@ -220,16 +230,17 @@ class Trainer:
             return torch.randint(1, T + 1, (n,), generator=self.noise).double() / T
         return 1 / T + (1 - 1 / T) * torch.rand(n, generator=self.noise, dtype=torch.float64)
 
-    def loss_on(self, net: nn.Module, hr: torch.Tensor, y_pix: torch.Tensor) -> torch.Tensor:
-        """MSE(x0_hat, x0) on one micro-batch, x0_hat from NetworkDenoiser (the sampling convention)."""
+    def loss_on(self, net: nn.Module, hr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        """MSE(x0_hat, x0) on one micro-batch, x0_hat from NetworkDenoiser (the sampling convention, design §5)."""
         n = hr.shape[0]
         t = self.sample_t(n)
         z = torch.randn(hr.shape if self.autoencoder is None else (n, *self._latent_shape(hr)), generator=self.noise)
-        hr, y_pix, z = hr.to(self.device), y_pix.to(self.device), z.to(self.device)
+        hr, lr, z = hr.to(self.device), lr.to(self.device), z.to(self.device)
+        y_pix = upsample_lr(lr, self.s.sf)  # exactly what SRPipeline.run uses as the shift target
         if self.autoencoder is not None:
             with torch.no_grad():
                 x0, y = self.autoencoder.encode(hr), self.autoencoder.encode(y_pix)
-            lq = F.interpolate(y_pix, scale_factor=1 / self.s.sf, mode="bicubic", antialias=True)
+            lq = lr
         else:
             x0, y, lq = hr, y_pix, y_pix
         eta = torch.as_tensor(self.schedule.eta(t) if not isinstance(self.schedule, ResShiftSchedule)
@@ -242,7 +253,13 @@ class Trainer:
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.s.amp or "", None)
         with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None and self.device.type == "cuda"):
             x0_hat = denoiser(x_t, t.to(self.device, x0.dtype))
-        return F.mse_loss(x0_hat.float(), x0.float())
+        err = (x0_hat.float() - x0.float()).pow(2).flatten(1).mean(1)  # per-crop MSE
+        if self.s.loss_weight == "bicubic":
+            # Relative to the bicubic shift target's own error: the mean ratio tracks mean PSNR over crops,
+            # so flat crops (where any invented texture costs PSNR) weigh as much as textured ones.
+            ref = (y.float() - x0.float()).pow(2).flatten(1).mean(1)
+            err = err / (ref + _GREY_LEVEL_SQ)
+        return err.mean()
 
     def _latent_shape(self, hr: torch.Tensor) -> tuple[int, int, int]:
         return (self.autoencoder.quant_conv.out_channels, hr.shape[-2] // 4, hr.shape[-1] // 4)  # type: ignore[union-attr]
@@ -260,14 +277,14 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
         model = self.ddp if self.ddp is not None else self.net
-        hr, y = self.sampler.batch(self.per_rank_batch)
-        chunks = list(zip(hr.split(self.micro), y.split(self.micro)))
+        hr, lr = self.sampler.batch(self.per_rank_batch)
+        chunks = list(zip(hr.split(self.micro), lr.split(self.micro)))
         total = 0.0
-        for j, (h, yy) in enumerate(chunks):
+        for j, (h, low) in enumerate(chunks):
             sync = self.ddp is None or j == len(chunks) - 1
             ctx = model.no_sync() if (self.ddp is not None and not sync) else _null()
             with ctx:
-                loss = self.loss_on(model, h, yy) * (h.shape[0] / hr.shape[0])
+                loss = self.loss_on(model, h, low) * (h.shape[0] / hr.shape[0])
                 self.scaler.scale(loss).backward()
             total += float(loss.detach())
         self.scaler.unscale_(self.opt)
@@ -286,9 +303,9 @@ class Trainer:
     # --- validation, checkpoints -----------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """PSNR-Y / SSIM-Y of the EMA model on the validation tiles (solver and NFE from the settings)."""
+        """PSNR-Y / SSIM-Y (and LPIPS-alex when its weights are on disk) of the EMA model on the validation tiles."""
         from ..data.io import bicubic_down
-        from ..metrics import psnr_y, ssim_y
+        from ..metrics import LPIPSMetric, psnr_y, ssim_y
 
         assert self.val_tiles is not None
         pipe = self.export_pipeline()
@@ -296,10 +313,16 @@ class Trainer:
         lr = bicubic_down(hr, self.s.sf)
         sr = torch.cat([pipe(lr[i:i + 8], solver=self.s.val_solver, nfe=self.s.val_nfe, seed=0).cpu()
                         for i in range(0, len(lr), 8)])
-        from ..models.pipeline import upsample_lr
         bic = upsample_lr(lr, self.s.sf).clamp(-1, 1)
-        return {"psnr_y": float(psnr_y(sr, hr).mean()), "ssim_y": float(ssim_y(sr, hr).mean()),
-                "bicubic_psnr_y": float(psnr_y(bic, hr).mean())}
+        out = {"psnr_y": float(psnr_y(sr, hr).mean()), "ssim_y": float(ssim_y(sr, hr).mean()),
+               "bicubic_psnr_y": float(psnr_y(bic, hr).mean())}
+        if self._lpips is None:
+            self._lpips = LPIPSMetric("alex")
+            if not self._lpips.available:
+                self.log(f"validation without LPIPS: {self._lpips.reason}")
+        if self._lpips.available:
+            out["lpips_alex"] = float(self._lpips(sr, hr).mean())
+        return out
 
     def export_pipeline(self) -> SRPipeline:
         """An SRPipeline over the EMA weights, with the training schedule (continuous: stored in the file)."""
@@ -310,18 +333,36 @@ class Trainer:
                           autoencoder=self.autoencoder, sf=self.pipe.sf, predict=self.pipe.predict,
                           normalize_input=self.pipe.normalize_input, config=config, device=self.device)
 
+    def _rng_states(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every rank's (data order, noise) generator states, gathered (a collective under DDP)."""
+        mine = (self.sampler.generator.get_state(), self.noise.get_state())
+        if self.world == 1:
+            return [mine[0]], [mine[1]]
+        gathered: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(gathered, mine)
+        return [g[0] for g in gathered], [g[1] for g in gathered]
+
     def state(self) -> dict[str, Any]:
+        """The whole resumable state: plain tensors, numbers and strings (``torch.load(weights_only=True)``)."""
+        data_rng, noise_rng = self._rng_states()
         return {"step": self.step, "net": self.net.state_dict(), "ema": self.ema.state_dict(),
                 "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
-                "data_rng": self.sampler.generator.get_state(), "noise_rng": self.noise.get_state(),
+                "data_rng": data_rng, "noise_rng": noise_rng, "world_size": self.world,
                 "best": self.best if self.best is not None else float("nan"),
-                "settings": json.dumps(asdict(self.s), sort_keys=True), "model_config": json.dumps(self.pipe.config["model"], sort_keys=True)}
+                "settings": json.dumps(asdict(self.s), sort_keys=True),
+                "model_config": json.dumps(self.pipe.config["model"], sort_keys=True),
+                "diffusion_config": json.dumps(self.pipe.config["diffusion"], sort_keys=True)}
 
-    def save(self, tag: Optional[str] = None) -> Path:
-        """Write a resumable checkpoint atomically, prune to the last K, export last.safetensors."""
+    def save(self, tag: Optional[str] = None) -> Optional[Path]:
+        """Write a resumable checkpoint atomically (rank 0), prune to the last K, export last.safetensors.
+
+        Under DDP every rank must call it (the RNG states are gathered); only rank 0 writes.
+        """
+        state = self.state()
+        if self.rank != 0:
+            return None
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / (tag or f"ckpt-{self.step:07d}.pt")
-        state = self.state()
         atomic_write(path, lambda tmp: torch.save(state, tmp))
         ckpts = sorted(self.out.glob("ckpt-*.pt"))
         for old in ckpts[:-self.s.keep_last] if self.s.keep_last > 0 else []:
@@ -342,18 +383,28 @@ class Trainer:
             st = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
             raise ValueError(f"cannot read {path} as a cresshift training checkpoint: {str(err).splitlines()[0][:160]}") from None
+        if not isinstance(st, dict) or "settings" not in st or "data_rng" not in st:
+            raise ValueError(f"{path} is not a cresshift training checkpoint (ckpt-*.pt from cresshift finetune)")
         if st.get("model_config") != json.dumps(self.pipe.config["model"], sort_keys=True):
             raise ValueError(f"{path} was written for another model configuration; resume with the same settings")
+        if st.get("diffusion_config") != json.dumps(self.pipe.config["diffusion"], sort_keys=True):
+            raise ValueError(f"{path} was written for another diffusion (kappa, schedule or output type)")
         old = json.loads(st["settings"])
-        for k in ("time", "schedule", "predict", "kappa", "crop", "sf", "batch", "micro_batch", "seed"):
+        keys = ["time", "crop", "sf", "batch", "micro_batch", "seed", "loss_weight", "degrade"]
+        if self.s.time == "continuous":
+            keys += ["schedule", "a", "lam"]
+        for k in keys:
             if old.get(k) != getattr(self.s, k):
                 raise ValueError(f"{path} was trained with {k}={old.get(k)!r}, these settings say {getattr(self.s, k)!r}")
+        if int(st.get("world_size", 1)) != self.world:
+            raise ValueError(f"{path} was written by {st.get('world_size', 1)} processes; resume it with the same number "
+                             f"(got {self.world}) so that every rank continues its own data order")
         self.net.load_state_dict(st["net"])
         self.ema.load_state_dict(st["ema"])
         self.opt.load_state_dict(st["opt"])
         self.scaler.load_state_dict(st["scaler"])
-        self.sampler.generator.set_state(st["data_rng"])
-        self.noise.set_state(st["noise_rng"])
+        self.sampler.generator.set_state(st["data_rng"][self.rank])
+        self.noise.set_state(st["noise_rng"][self.rank])
         self.step = int(st["step"])
         self.best = None if math.isnan(st["best"]) else float(st["best"])
 
@@ -367,10 +418,21 @@ class Trainer:
         interrupted = False
         t0 = time.perf_counter()
         bar = _Progress(total=s.steps, start=self.step, enabled=progress and self.rank == 0)
+        # Ctrl-C (SIGINT) finishes the current step, saves and returns; a second one aborts at once.
+        self._stop = False
+        old_handler = None
+        if threading.current_thread() is threading.main_thread():
+            def on_sigint(signum: int, frame: Any) -> None:
+                if self._stop:
+                    raise KeyboardInterrupt
+                self._stop = True
+            old_handler = signal.signal(signal.SIGINT, on_sigint)
         try:
             if self.rank == 0 and self.val_tiles is not None and self.step == 0:
                 self._validate_and_log(logf, bar)
             while self.step < s.steps:
+                if self._should_stop():
+                    raise KeyboardInterrupt
                 loss = self.train_step()
                 bar.update(self.step, loss, self.lr_at(self.step - 1))
                 if logf and (self.step % 10 == 0 or self.step == s.steps):
@@ -380,21 +442,30 @@ class Trainer:
                 if self.rank == 0 and self.val_tiles is not None and (self.step % s.val_every == 0 or self.step == s.steps):
                     self._validate_and_log(logf, bar)
                 if self.step % s.save_every == 0 or self.step == s.steps:
-                    if self.rank == 0:
-                        self.save()
+                    self.save()
                     if self.world > 1:
                         torch.distributed.barrier()
         except KeyboardInterrupt:
             interrupted = True
+            p = self.save()
             if self.rank == 0:
-                p = self.save()
                 self.log(f"interrupted at step {self.step}: saved {p}; resume with --resume {p}")
         finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
             bar.close()
             if logf:
                 logf.close()
         return {"step": self.step, "best_val_psnr_y": self.best, "seconds": time.perf_counter() - t0,
                 "interrupted": interrupted}
+
+    def _should_stop(self) -> bool:
+        """Whether any rank was interrupted (all ranks stop at the same step under DDP)."""
+        if self.world == 1:
+            return self._stop
+        flag = torch.tensor([1.0 if self._stop else 0.0], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item() > 0)
 
     def _validate_and_log(self, logf: Any, bar: "_Progress") -> None:
         m = self.validate()
@@ -461,6 +532,9 @@ class _Progress:
 
 def train(settings: TrainSettings, *, resume: Optional[str] = None, progress: bool = True) -> dict[str, Any]:
     """Build a Trainer, optionally resume, run. ``resume="auto"`` picks the newest checkpoint in ``out``."""
+    if resume is None and list(Path(settings.out).glob("ckpt-*.pt")):
+        raise ValueError(f"{settings.out} already holds checkpoints of a run: pass --resume auto to continue it, "
+                         f"or choose another --out")
     trainer = Trainer(settings)
     if resume == "auto":
         found = sorted(Path(settings.out).glob("ckpt-*.pt"))

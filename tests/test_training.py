@@ -1,0 +1,356 @@
+"""The trainer (issue 4): loss, continuous t, exact resume, atomic checkpoints, DDP, bad input, bundled models."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cresshift.data.io import save_image
+from cresshift.models.checkpoints import atomic_write
+from cresshift.training import Trainer, TrainSettings
+from cresshift.training.cli import finetune
+from cresshift.training.data import CropSampler
+
+T = 15
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest (and reproducibly) on one thread."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory) -> Path:
+    """Six 96x96 crops of two real training photographs (scikit-image's rocket, scikit-learn's china)."""
+    from cresshift.data.photos import photo_catalog, _to_tensor
+
+    folder = tmp_path_factory.mktemp("photos")
+    photos = {p.name: p for p in photo_catalog()}
+    for name in ("rocket", "china"):
+        img = _to_tensor(photos[name].load())
+        for i, (r, c) in enumerate([(100, 100), (200, 300), (300, 150)]):
+            save_image(img[:, r:r + 96, c:c + 96], folder / f"{name}_{i}.png")
+    return folder
+
+
+def tiny(folder: Path, out: Path, **kw) -> TrainSettings:
+    """A seconds-long run: 32 px crops, the small pixel model with one block per level."""
+    base = dict(out=str(out), data=str(folder), val=None, crop=32, batch=4, micro_batch=2, steps=4, lr=1e-3,
+                model_overrides={"num_res_blocks": [1, 1, 1]}, save_every=1000, val_every=1000, ema=0.9, seed=3)
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def fixed_loss(tr: Trainer, hr: torch.Tensor, lr: torch.Tensor) -> float:
+    """The training loss on a fixed batch with fixed noise and t (the trainer's RNG left untouched)."""
+    state = tr.noise.get_state()
+    tr.noise.manual_seed(1234)
+    with torch.no_grad():
+        value = float(tr.loss_on(tr.net, hr, lr))
+    tr.noise.set_state(state)
+    return value
+
+
+def test_loss_decreases_on_real_photographs(photo_folder, tmp_path):
+    tr = Trainer(tiny(photo_folder, tmp_path, predict="xstart", steps=40, lr=2e-3))
+    hr, lr = CropSampler([torch.zeros(3, 32, 32)], crop=32, sf=4).batch(1)  # shape check of the sampler
+    assert hr.shape == (1, 3, 32, 32) and lr.shape == (1, 3, 8, 8)
+    hr, lr = tr.sampler.batch(8)
+    before = fixed_loss(tr, hr, lr)
+    for _ in range(40):
+        tr.train_step()
+    after = fixed_loss(tr, hr, lr)
+    assert after < 0.5 * before, (before, after)
+
+
+@pytest.mark.parametrize("time_mode", ["continuous", "discrete"])
+def test_training_times_and_network_clock(photo_folder, tmp_path, time_mode):
+    """continuous: t ~ U(1/T, 1), the network sees s = T t - 1 in (0, T-1]; discrete: integer s = k - 1."""
+    tr = Trainer(tiny(photo_folder, tmp_path, time=time_mode, predict="residual"))
+    drawn, seen = [], []
+    sample_t = tr.sample_t
+
+    def spy_t(n: int) -> torch.Tensor:
+        drawn.append(sample_t(n))
+        return drawn[-1]
+    tr.sample_t = spy_t  # type: ignore[method-assign]
+    hook = tr.net.register_forward_pre_hook(lambda mod, args: seen.append(args[1].detach().double().clone()))
+    for _ in range(3):
+        tr.train_step()
+    hook.remove()
+    t = torch.cat(drawn)
+    s = torch.cat(seen)
+    assert len(t) == 3 * 4 and s.shape == t.shape
+    torch.testing.assert_close(s, T * t - 1, atol=1e-5, rtol=0)  # the network runs in float32
+    assert float(t.min()) >= 1 / T and float(t.max()) <= 1
+    if time_mode == "continuous":
+        assert not torch.allclose(s, s.round()), "continuous t must feed fractional indices"
+        big = tr.sample_t(20000)
+        assert float(big.min()) > 1 / T and float(big.max()) <= 1
+        assert abs(float(big.mean()) - (1 + 1 / T) / 2) < 0.01  # uniform on (1/T, 1]
+    else:
+        torch.testing.assert_close(s, s.round())
+        assert set(s.round().long().tolist()) <= set(range(T))
+
+
+def test_continuous_eta_follows_the_schedule(photo_folder, tmp_path):
+    """x_t = x0 + eta(t) (y - x0) + kappa sqrt(eta(t)) z with eta from the fitted exp-alpha schedule."""
+    from cresshift.schedules import ExpAlphaSchedule
+
+    tr = Trainer(tiny(photo_folder, tmp_path, time="continuous", schedule="exp", predict="xstart"))
+    assert isinstance(tr.schedule, ExpAlphaSchedule)
+    tr.sample_t = lambda n: torch.full((n,), 0.5, dtype=torch.float64)  # type: ignore[method-assign]
+    seen = []
+    hook = tr.net.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    hr, lr = tr.sampler.batch(2)
+    state = tr.noise.get_state()
+    tr.loss_on(tr.net, hr, lr)
+    hook.remove()
+    tr.noise.set_state(state)
+    z = torch.randn(hr.shape, generator=tr.noise)
+    from cresshift.models.pipeline import upsample_lr
+
+    eta = float(tr.schedule.eta(torch.tensor(0.5, dtype=torch.float64)))
+    kappa = tr.schedule.kappa
+    y = upsample_lr(lr, 4)
+    x_t = hr + eta * (y - hr) + kappa * eta ** 0.5 * z
+    torch.testing.assert_close(seen[0], x_t / (3 * kappa * eta ** 0.5 + 1), atol=1e-5, rtol=1e-5)  # design §5
+
+
+def test_resume_matches_an_uninterrupted_run(photo_folder, tmp_path):
+    """Killed (Ctrl-C) at step 3 and resumed == 6 uninterrupted steps, bit for bit (weights, EMA, optimiser)."""
+    settings = tiny(photo_folder, tmp_path / "a", steps=6, predict="residual", warmup=2, cosine=True)
+    full = Trainer(settings)
+    full.run(progress=False)
+
+    killed = Trainer(tiny(photo_folder, tmp_path / "b", steps=6, predict="residual", warmup=2, cosine=True))
+    step = killed.train_step
+
+    def interrupt_at_3() -> float:
+        if killed.step == 3:
+            raise KeyboardInterrupt
+        return step()
+    killed.train_step = interrupt_at_3  # type: ignore[method-assign]
+    result = killed.run(progress=False)
+    assert result["interrupted"] and result["step"] == 3
+    ckpt = tmp_path / "b" / "ckpt-0000003.pt"
+    torch.load(ckpt, map_location="cpu", weights_only=True)  # plain tensors only
+
+    resumed = Trainer(tiny(photo_folder, tmp_path / "b", steps=6, predict="residual", warmup=2, cosine=True))
+    resumed.resume(ckpt)
+    assert resumed.step == 3
+    resumed.run(progress=False)
+    for a, b in [(full.net, resumed.net), (full.ema, resumed.ema)]:
+        for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(va, vb), k
+    sa, sb = full.opt.state_dict()["state"], resumed.opt.state_dict()["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    assert torch.equal(full.sampler.generator.get_state(), resumed.sampler.generator.get_state())
+
+
+def test_checkpoints_keep_last_k_and_export(photo_folder, tmp_path):
+    tr = Trainer(tiny(photo_folder, tmp_path, steps=4, save_every=1, keep_last=2, predict="residual"))
+    tr.run(progress=False)
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*.pt")) == ["ckpt-0000003.pt", "ckpt-0000004.pt"]
+    assert not list(tmp_path.glob(".*.tmp"))
+    import cresshift
+
+    pipe = cresshift.load_pipeline(tmp_path / "last.safetensors")
+    assert pipe.config["training"]["step"] == 4
+    assert pipe.config["training"]["settings"]["predict"] == "residual"
+    assert "torch" in pipe.config["training"]["versions"]
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 4 and "loss" in lines[-1] and "lr" in lines[-1]
+
+
+def test_a_crash_mid_save_leaves_the_previous_checkpoint(photo_folder, tmp_path, monkeypatch):
+    tr = Trainer(tiny(photo_folder, tmp_path, predict="residual"))
+    tr.train_step()
+    path = tr.save("latest.pt")
+    assert path is not None
+    before = torch.load(path, weights_only=True)["step"]
+    tr.train_step()
+
+    def dying_save(obj, f, *a, **k):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError("the disk went away mid-write")
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError, match="mid-write"):
+        tr.save("latest.pt")
+    monkeypatch.undo()
+    st = torch.load(path, weights_only=True)
+    assert st["step"] == before == 1
+    assert not list(tmp_path.glob(".*.tmp"))
+    # And the primitive itself: a failure after a partial write never replaces the target.
+    target = tmp_path / "x.bin"
+    target.write_bytes(b"old")
+
+    def partial(tmp: str) -> None:
+        Path(tmp).write_bytes(b"new but incomplete")
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, partial)
+    assert target.read_bytes() == b"old"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, folder: str, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    tr = Trainer(tiny(Path(folder), Path(out), steps=3, save_every=3, predict="residual"))
+    tr.run(progress=False)
+    torch.save({"net": tr.net.state_dict(), "ema": tr.ema.state_dict(),
+                "data_rng": tr.sampler.generator.get_state()}, Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes_hold_identical_weights(photo_folder, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(photo_folder), str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for group in ("net", "ema"):
+        for k, v in r0[group].items():
+            assert torch.equal(v, r1[group][k]), (group, k)
+    assert not torch.equal(r0["data_rng"], r1["data_rng"]), "ranks must draw different crops"
+    # Rank 0 alone wrote the checkpoint, with both ranks' RNG states.
+    st = torch.load(tmp_path / "ckpt-0000003.pt", weights_only=True)
+    assert st["world_size"] == 2 and len(st["data_rng"]) == 2
+    assert torch.equal(st["data_rng"][1], r1["data_rng"])
+    changed = any(v.abs().sum() > 0 for k, v in r0["net"].items() if k.startswith("out.2"))
+    assert changed, "the zero-initialised output layer never moved"
+
+
+def test_bad_input_fails_before_training(photo_folder, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        Trainer(tiny(empty, tmp_path / "o"))
+    with pytest.raises(ValueError, match="not found"):
+        Trainer(tiny(tmp_path / "missing", tmp_path / "o"))
+    with pytest.raises(ValueError, match="not divisible"):
+        Trainer(tiny(photo_folder, tmp_path / "o", crop=30))
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        Trainer(tiny(photo_folder, tmp_path / "o", crop=128, model_overrides={"num_res_blocks": [1, 1, 1]}))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError):
+        Trainer(tiny(broken, tmp_path / "o"))
+    with pytest.raises(ValueError, match="multiple of --micro-batch"):
+        Trainer(tiny(photo_folder, tmp_path / "o", batch=5, micro_batch=2))
+    # A resume file from another configuration.
+    tr = Trainer(tiny(photo_folder, tmp_path / "r", predict="residual"))
+    ckpt = tr.save()
+    other = Trainer(tiny(photo_folder, tmp_path / "r2", predict="residual", time="continuous"))
+    with pytest.raises(ValueError, match="time"):
+        other.resume(ckpt)
+    wider = Trainer(tiny(photo_folder, tmp_path / "r3", predict="residual",
+                         model_overrides={"num_res_blocks": [1, 1, 2]}))
+    with pytest.raises(ValueError, match="another model configuration"):
+        wider.resume(ckpt)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match="cannot read"):
+        wider.resume(garbage)
+
+
+def test_finetune_command_reports_bad_input_in_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = CliRunner().invoke(finetune, ["--data", str(empty), "--out", str(tmp_path / "o"), "--val", "none"])
+    assert res.exit_code == 1
+    assert "no images" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    res = CliRunner().invoke(finetune, ["--help"])
+    assert res.exit_code == 0 and "--time" in res.output and "torchrun" in res.output
+
+
+def test_finetune_command_trains_and_resumes(photo_folder, tmp_path):
+    args = ["--data", str(photo_folder), "--val", "none", "--out", str(tmp_path), "--crop", "32", "--batch", "2",
+            "--micro-batch", "1", "--save-every", "1", "--predict", "residual", "--quiet", "--time", "continuous"]
+    res = CliRunner().invoke(finetune, args + ["--steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "last.safetensors").is_file() and (tmp_path / "ckpt-0000002.pt").is_file()
+    res = CliRunner().invoke(finetune, args + ["--steps", "3", "--resume", "auto"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "ckpt-0000003.pt").is_file()
+
+
+def _bundled_or_skip(name: str) -> Path:
+    from cresshift.models.pipeline import bundled_path
+
+    path = bundled_path(name)
+    if not path.is_file():
+        pytest.skip(f"{path} is not there yet (python benchmarks/train_bundled.py --install writes it)")
+    return path
+
+
+@pytest.mark.parametrize("name", ["bundled", "bundled-discrete"])
+def test_bundled_models_load_and_super_resolve(name):
+    import cresshift
+    from cresshift.data.io import bicubic_down, list_images, load_image
+    from cresshift.metrics import psnr_y
+
+    path = _bundled_or_skip(name)
+    assert path.stat().st_size < 10 * 2 ** 20
+    pipe = cresshift.load_pipeline(name)
+    assert pipe.latent is False and pipe.sf == 4
+    training = pipe.config["training"]
+    assert training["settings"]["time"] == ("continuous" if name == "bundled" else "discrete")
+    if name == "bundled":  # the paper's model: continuous t with the fitted exp-alpha schedule
+        assert pipe.config["schedule"]["type"] == "exp"
+    else:
+        assert pipe.config["schedule"] is None
+    tiles = list_images([path.parent / "testset"])
+    assert len(tiles) >= 3
+    hr = torch.stack([load_image(p) for p in tiles[:2]])
+    lr = bicubic_down(hr, 4)
+    res = pipe.run(lr, solver="markov" if name == "bundled-discrete" else "ddim", nfe=15, seed=0)
+    assert res.sr.shape == hr.shape and bool(torch.isfinite(res.sr).all()) and res.nfe <= 15
+    assert float(psnr_y(res.sr, hr).mean()) > 20
+
+
+def test_degradation_is_reproducible_and_light():
+    from cresshift.training.data import Degradation
+
+    lr = torch.rand(6, 3, 16, 16) * 2 - 1
+    a = Degradation()(lr, torch.Generator().manual_seed(5))
+    b = Degradation()(lr, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and a.shape == lr.shape and float(a.abs().max()) <= 1
+    smooth = torch.linspace(-0.5, 0.5, 16).expand(2, 3, 16, 16).contiguous()
+    out = Degradation()(smooth, torch.Generator().manual_seed(0))
+    assert float((out - smooth).abs().mean()) < 0.1  # a light degradation of a smooth image
+
+
+def test_paired_folders(tmp_path):
+    from cresshift.training.data import load_paired
+
+    hr_dir, lr_dir = tmp_path / "hr", tmp_path / "lr"
+    img = torch.rand(3, 64, 48) * 2 - 1
+    save_image(img, hr_dir / "a.png")
+    save_image(img[:, ::4, ::4], lr_dir / "a.png")
+    hrs, lrs = load_paired(hr_dir, lr_dir, 4)
+    assert hrs[0].shape == (3, 64, 48) and lrs[0].shape == (3, 16, 12)
+    sampler = CropSampler(hrs, lrs=lrs, crop=32, sf=4)
+    hr, lr = sampler.batch(3)
+    assert hr.shape == (3, 3, 32, 32) and lr.shape == (3, 3, 8, 8)
+    save_image(img[:, ::2, ::2], lr_dir / "a.png")
+    with pytest.raises(ValueError, match="expected HR/4"):
+        load_paired(hr_dir, lr_dir, 4)
