@@ -1,0 +1,746 @@
+"""The ``cresshift`` command line: ``sample``, ``fit-schedule``, ``bench`` (and ``finetune``).
+
+Thin commands: parse, call the library (pipeline, schedules, bench engine), report. Nothing
+heavy is imported at module level, so ``cresshift --help`` is instant; torch loads inside a
+command. Logs, warnings and progress bars go to stderr; tables, JSON and written paths to
+stdout. Every expected failure (a missing or unreadable file, a bad option, a checkpoint that
+does not fit, no disk space) exits with status 2 and one line; ``--debug`` shows the traceback.
+Option defaults can come from the environment: ``CRESSHIFT_<COMMAND>_<OPTION>`` (for example
+``CRESSHIFT_SAMPLE_NFE=5``), and ``CRESSHIFT_DEVICE`` / ``CRESSHIFT_MODEL`` for every command.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import click
+
+# Static copies of registry names so --help needs no torch; tests check they match the registries.
+SOLVER_NAMES = ("markov", "euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "sde", "adaptive")
+SCHEDULE_NAMES = ("default", "discrete", "exact", "exp", "paper")
+PRESET_NAMES = ("realsr-x4-v1", "realsr-x4-v2", "realsr-x4-v3", "bicsr-x4")
+DTYPES = ("float32", "float16", "bfloat16")
+#: lazily imported commands: name -> (module, attribute, one-line help shown by --help)
+LAZY_COMMANDS = {"finetune": ("cresshift.training.cli", "finetune",
+                              "Fine-tune a model with discrete or continuous time (one process or torchrun).")}
+
+
+class CliError(click.ClickException):
+    """An expected failure: ``Error: <one line>`` on stderr, exit status 2."""
+
+    exit_code = 2
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _as_cli_error(err: BaseException) -> Optional[click.ClickException]:
+    """The one-line error for an exception the user can fix, else None (a bug: exit 1)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {err.filename}" if err.filename else ""
+        return CliError(f"no space left on the device{where}; free some space or choose another --out")
+    if isinstance(err, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
+        return CliError(f"{err.strerror or _first_line(err)}: {err.filename}" if err.filename else _first_line(err))
+    if isinstance(err, (ValueError, FloatingPointError)):  # CheckpointError, ImageReadError, NonFiniteError ...
+        return CliError(_first_line(err))
+    if type(err).__name__ == "OutOfMemoryError":
+        return CliError("out of GPU memory: use --tile (e.g. --tile 256), a smaller --batch-size or --dtype float16")
+    if isinstance(err, ModuleNotFoundError):
+        return CliError(f"{_first_line(err)}: install it (pip install {err.name})")
+    return None
+
+
+def _debug_callback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta["cresshift.debug"] = True
+    return value
+
+
+def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                  line: Optional[str] = None) -> None:
+    click.echo(f"warning: {_first_line(Exception(str(message)))}", err=True)
+
+
+_INVOCATION: list[str] = []  # the arguments of the running command line (for table.md)
+
+
+class CresshiftGroup(click.Group):
+    """A click group with lazily imported commands and one-line errors (exit status 2)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        here = Path(__file__).resolve().parent
+        lazy = [name for name, (mod, _, _) in LAZY_COMMANDS.items()
+                if (here.parent / (mod.replace(".", "/") + ".py")).is_file()]
+        return sorted(set(super().list_commands(ctx)) | set(lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+        if name in LAZY_COMMANDS and name not in self.commands:
+            module, attr, _ = LAZY_COMMANDS[name]
+            try:
+                import importlib
+
+                return getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as err:
+                reason = _first_line(err)
+
+                @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+                def unavailable() -> None:
+                    raise CliError(f"'cresshift {name}' is not available in this installation ({reason})")
+                return unavailable
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in LAZY_COMMANDS and name not in self.commands:  # never import a command for --help
+                rows.append((name, LAZY_COMMANDS[name][2]))
+            else:
+                cmd = self.get_command(ctx, name)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(limit=70)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        old = warnings.showwarning
+        warnings.showwarning = _show_warning
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as err:
+            if ctx.meta.get("cresshift.debug"):
+                raise
+            cli_err = _as_cli_error(err)
+            if cli_err is not None:
+                raise cli_err from None
+            raise CliError(f"unexpected {type(err).__name__}: {_first_line(err)} "
+                           f"(run with --debug for the traceback)") from None
+        finally:
+            warnings.showwarning = old
+
+    def main(self, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None,
+             complete_var: Optional[str] = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        """Usage errors in one line too ("Error: ... (see 'cresshift bench --help')")."""
+        extra.setdefault("auto_envvar_prefix", "CRESSHIFT")
+        global _INVOCATION
+        _INVOCATION = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name or "cresshift", complete_var, False, **extra)
+        except click.UsageError as err:
+            hint = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+            click.echo(f"Error: {err.format_message()}{hint}", err=True)
+            sys.exit(err.exit_code)
+        except click.ClickException as err:
+            err.show()
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo("interrupted (rerun the same command to resume a bench)", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=CresshiftGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, is_eager=True, expose_value=False, callback=_debug_callback,
+              help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="cresshift", prog_name="cresshift")
+def main() -> None:
+    """Continuous-time ResShift: fast ODE/SDE sampling for diffusion super-resolution.
+
+    \b
+      cresshift sample --example                   super-resolve a bundled test tile
+      cresshift sample photo.png -o sr/ --solver heun --rho -8 --nfe 15
+      cresshift fit-schedule --preset realsr-x4-v1 fit the paper's alpha(t) to a schedule
+      cresshift bench                              the paper's Table 1 on the bundled tiles
+    """
+
+
+# --- shared options ------------------------------------------------------------------------------
+def _rho(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> Optional[float]:
+    if value is not None and value == 0:
+        raise click.BadParameter("rho must be non-zero (1 is uniform, > 1 crowds steps near the image end, "
+                                 "< 0 near the noisy LR end)")
+    return value
+
+
+def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed([
+        click.option("--model", envvar="CRESSHIFT_MODEL", default="bundled", show_default=True,
+                     help="bundled | bundled-discrete | a cresshift .safetensors | an official .pth (with --preset)."),
+        click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
+                     help="Which official network an official .pth is."),
+        click.option("--autoencoder", type=click.Path(dir_okay=False), default=None,
+                     help="autoencoder_vq_f4.pth, for official latent models."),
+        click.option("--device", envvar="CRESSHIFT_DEVICE", default="auto", show_default=True,
+                     help="auto (CUDA if available), cpu, cuda, cuda:1 ..."),
+        click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
+                     help="Network precision (float16/bfloat16: GPU autocast)."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--debug", is_flag=True, expose_value=False, callback=_debug_callback,
+                      help="Show tracebacks instead of one-line errors.")(fn)
+    return click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines (errors still show).")(fn)
+
+
+class _Log:
+    """Log lines on stderr, silenced by --quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            click.echo(msg, err=True)
+
+
+def _progress(quiet: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+                    disable=quiet or not sys.stderr.isatty())
+
+
+def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` solver options; values become int, float, bool or stay strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--solver-option")
+        value: Any = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for cast in (int, float):
+                try:
+                    value = cast(raw)
+                    break
+                except ValueError:
+                    pass
+        out[key.replace("-", "_")] = value
+    return out
+
+
+def _solver_option() -> Callable[..., Any]:
+    return click.option("-O", "--solver-option", "solver_options", multiple=True, metavar="KEY=VALUE",
+                        help="Solver option, repeatable: variable=sigma, noise=0.5, rtol=1e-4 ...")
+
+
+def _check_space(folder: Path, need_bytes: int) -> None:
+    import shutil
+
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need_bytes > free:
+        raise CliError(f"not enough disk space in {folder}: the outputs need about {need_bytes / 1e6:.1f} MB, "
+                       f"{free / 1e6:.1f} MB are free")
+
+
+# --- sample --------------------------------------------------------------------------------------
+@main.command()
+@click.argument("inputs", nargs=-1, type=str)
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="cresshift-sr", show_default=True,
+              help="Folder for the SR PNGs (<name>.png; folder inputs keep their sub-folders).")
+@click.option("--solver", type=click.Choice(SOLVER_NAMES), default="heun", show_default=True,
+              help="Sampler from the registry (design §7 for its NFE).")
+@click.option("--rho", type=float, default=-8.0, show_default=True, callback=_rho,
+              help="Grid spacing: 1 uniform, > 1 steps near the image end, < 0 near the noisy LR end.")
+@click.option("--nfe", type=click.IntRange(1, 10000), default=15, show_default=True,
+              help="Budget of network calls per image; the summary reports what was used.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Image i (in input order) uses seed + i; a batch uses the seed of its first image.")
+@click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default="default", show_default=True,
+              help="The model's own schedule, its discrete chain, the exact continuation, the exp-alpha fit "
+                   "(fit-schedule --write stores one), or the paper's constants.")
+@_model_options
+@click.option("--scale", type=click.IntRange(1, 16), default=None,
+              help="Expected scale factor; refused if the model's differs.")
+@click.option("--tile", type=click.IntRange(8, None), default=None,
+              help="Evaluate the network on tiles of this many LR pixels (bounds memory).")
+@click.option("--tile-overlap", type=click.IntRange(0, None), default=16, show_default=True,
+              help="Tile overlap in LR pixels.")
+@click.option("--batch-size", type=click.IntRange(1, None), default=1, show_default=True,
+              help="Consecutive images of one size per network batch.")
+@_solver_option()
+@click.option("--save-trajectory", is_flag=True,
+              help="Also write <name>_trajectory.png: x0_hat at every step, left to right, then the output.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never overwritten).")
+@click.option("--example", is_flag=True, help="Super-resolve a bundled test tile (writes LR, SR and HR into OUT).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout instead of the written paths.")
+@_common_options
+def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int, seed: int, schedule: str, model: str,
+           preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str, scale: Optional[int],
+           tile: Optional[int], tile_overlap: int, batch_size: int, solver_options: tuple[str, ...],
+           save_trajectory: bool, overwrite: bool, example: bool, as_json: bool, quiet: bool) -> None:
+    """Super-resolve LR images (files, folders or globs) into PNGs.
+
+    \b
+      cresshift sample photo.png -o sr/
+      cresshift sample 'lr/*.jpg' -o sr/ --solver dpmpp-2m --nfe 5 --rho 4
+      cresshift sample big.png --model resshift_realsrx4_s15_v1.pth --preset realsr-x4-v1 \\
+          --autoencoder autoencoder_vq_f4.pth --tile 256 --device cuda
+    """
+    log = _Log(quiet)
+    if example and inputs:
+        raise click.UsageError("--example super-resolves a bundled tile: give no INPUT with it")
+    if not inputs and not example:
+        raise click.UsageError("give INPUT images (files, folders or globs), or --example")
+    opts = _parse_options(solver_options)
+    import time
+
+    import torch
+
+    from .bench import bundled_testset, resolve_device
+    from .data.io import bicubic_down, list_images, load_image, save_image
+    from .models.pipeline import load_pipeline
+    from .solvers import SOLVERS, grid_for
+
+    spec = SOLVERS[solver]
+    if solver != "adaptive" and nfe < spec.min_nfe:
+        raise click.BadParameter(f"{solver} needs at least {spec.min_nfe} network calls, got {nfe}",
+                                 param_hint="--nfe")
+    out_dir = Path(out)
+
+    # What to read and where to write it.
+    jobs: list[tuple[Optional[Path], Path]] = []  # (input or None for the example, output)
+    if example:
+        tiles = sorted(bundled_testset().glob("*.png")) if bundled_testset().is_dir() else []
+        if not tiles:
+            raise CliError(f"the bundled test tiles are missing from this installation ({bundled_testset()})")
+        jobs.append((tiles[0], out_dir / "example_sr.png"))
+    else:
+        for item in inputs:
+            root = Path(item)
+            for p in list_images([item]):
+                rel = p.relative_to(root).with_suffix(".png") if root.is_dir() else Path(p.stem + ".png")
+                jobs.append((p, out_dir / rel))
+    targets = [dst for _, dst in jobs] + ([out_dir / "example_lr.png", out_dir / "example_hr.png"] if example else [])
+    sources = {src.resolve() for src, _ in jobs if src is not None}
+    seen: set[Path] = set()
+    for dst in targets:
+        if dst.resolve() in sources:
+            raise CliError(f"the output {dst} would overwrite an input; choose another --out")
+        if dst.resolve() in seen:
+            raise CliError(f"two inputs would both be written to {dst}; super-resolve them into different --out")
+        seen.add(dst.resolve())
+        if dst.exists() and not overwrite:
+            raise CliError(f"{dst} exists; pass --overwrite to replace it")
+
+    dev = resolve_device(device)
+    pipe = load_pipeline(model, preset=preset, autoencoder=autoencoder, device=dev,
+                         dtype={"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
+    if scale is not None and scale != pipe.sf:
+        raise CliError(f"the model super-resolves x{pipe.sf}; --scale {scale} does not match it")
+    grid = grid_for(solver, pipe.schedule_for(schedule), nfe, rho)  # raises on an impossible grid
+    if not example:
+        from PIL import Image
+
+        pixels = 0
+        for src, _ in jobs:
+            try:
+                with Image.open(src) as im:  # type: ignore[arg-type]
+                    pixels += im.size[0] * im.size[1]
+            except Exception:
+                pass  # load_image reports unreadable files below, in one line
+        per = pipe.sf ** 2 * 3 * (1 + (len(grid) + 1) * save_trajectory)
+        _check_space(out_dir, pixels * per)
+
+    # Run: consecutive same-size images form a batch; image i uses seed + i (a batch: its first image's).
+    summary: list[dict[str, Any]] = []
+    seconds = {"total": 0.0, "network": 0.0}
+    nfe_used: set[int] = set()
+    t_start = time.perf_counter()
+    with _progress(quiet) as bar:
+        task = bar.add_task("images", total=len(jobs))
+        steps = bar.add_task("steps", total=max(1, len(grid) - (solver != "markov")), visible=False)
+        i = 0
+        while i < len(jobs):
+            batch: list[tuple[int, torch.Tensor]] = []
+            while i < len(jobs) and len(batch) < batch_size:
+                src = jobs[i][0]
+                img = load_image(src)  # type: ignore[arg-type]
+                if example:
+                    hr = img[:, : img.shape[1] // pipe.sf * pipe.sf, : img.shape[2] // pipe.sf * pipe.sf]
+                    img = bicubic_down(hr, pipe.sf)
+                    save_image(hr, out_dir / "example_hr.png")
+                    save_image(img, out_dir / "example_lr.png")
+                if batch and img.shape != batch[0][1].shape:
+                    break
+                batch.append((i, img))
+                i += 1
+            frames: list[torch.Tensor] = []
+            big = batch[0][1].shape[-1] * batch[0][1].shape[-2] * len(batch) >= 256 * 256
+
+            def on_step(d: dict[str, Any]) -> None:
+                if save_trajectory:
+                    frames.append(d["x0_hat"].detach().to("cpu", copy=True))
+                if big:
+                    bar.update(steps, advance=1)
+            bar.reset(steps, visible=big)
+            t0 = time.perf_counter()
+            res = pipe.run(torch.stack([b[1] for b in batch]), solver=solver, nfe=nfe, rho=rho,
+                           seed=seed + batch[0][0], schedule=schedule, tile=tile, tile_overlap=tile_overlap,
+                           callback=on_step, **opts)
+            dt = time.perf_counter() - t0
+            seconds["total"] += dt
+            seconds["network"] += res.seconds.get("network", 0.0)
+            nfe_used.add(res.nfe)
+            for k, (j, lr) in enumerate(batch):
+                dst = jobs[j][1]
+                save_image(res.sr[k], dst)
+                if save_trajectory:
+                    strip = _trajectory(pipe, frames, k, lr.shape[-2:], tile, tile_overlap) + [res.sr[k].cpu()]
+                    save_image(torch.cat(strip, dim=-1), dst.with_name(dst.stem + "_trajectory.png"))
+                summary.append({"input": str(jobs[j][0]), "output": str(dst), "seed": seed + batch[0][0],
+                                "nfe": res.nfe, "seconds": dt / len(batch)})
+                if not as_json:
+                    click.echo(str(dst))
+            bar.advance(task, len(batch))
+
+    # The summary line.
+    n = len(jobs)
+    used = "/".join(str(v) for v in sorted(nfe_used))
+    grid_text = (f"{len(grid)} chain steps" if solver == "markov" else
+                 "adaptive" if solver == "adaptive" else f"rho={rho:g}, {len(grid)} points")
+    line = (f"{solver} ({grid_text}, schedule {schedule}): NFE {used} used of {nfe}; {n} image(s), "
+            f"{seconds['total'] / n:.3f} s/image (network {seconds['network'] / n:.3f} s) -> {out_dir}")
+    if as_json:
+        click.echo(json.dumps({"solver": solver, "rho": rho, "nfe_budget": nfe, "nfe": sorted(nfe_used),
+                               "schedule": schedule, "grid": [float(t) for t in grid], "model": model,
+                               "seconds_per_image": seconds["total"] / n, "wall_seconds": time.perf_counter() - t_start,
+                               "images": summary}, indent=1))
+    log(line)
+
+
+def _trajectory(pipe: Any, frames: list[Any], k: int, lr_hw: Any, tile: Optional[int], overlap: int) -> list[Any]:
+    """x0_hat of every step for image k of the batch, decoded (latent models) and cropped to the output."""
+    h, w = int(lr_hw[0]) * pipe.sf, int(lr_hw[1]) * pipe.sf
+    out = []
+    for f in frames:
+        x = f[k: k + 1].to(pipe.device)
+        if pipe.latent:
+            x = pipe._decode(x, tile, overlap)
+        out.append(x[0, :, :h, :w].clamp(-1, 1).float().cpu())
+    return out
+
+
+# --- fit-schedule --------------------------------------------------------------------------------
+@main.command("fit-schedule")
+@click.argument("checkpoint", required=False, type=click.Path(dir_okay=False))
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None, help="An official schedule.")
+@click.option("--steps", type=click.IntRange(2, None), default=None, help="T, the chain length.")
+@click.option("--kappa", type=click.FloatRange(0, None, min_open=True), default=None, help="[default: 2.0]")
+@click.option("--min-noise-level", type=click.FloatRange(0, None, min_open=True), default=None, help="[default: 0.04]")
+@click.option("--etas-end", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="[default: 0.99]")
+@click.option("--power", type=click.FloatRange(0, None, min_open=True), default=None, help="[default: 0.3]")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG of eta(t) and the residuals.")
+@click.option("--write", is_flag=True,
+              help="Store the fit as 'fitted_schedule' in the cresshift CHECKPOINT (sample --schedule exp uses it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_common_options
+def fit_schedule(checkpoint: Optional[str], preset: Optional[str], steps: Optional[int], kappa: Optional[float],
+                 min_noise_level: Optional[float], etas_end: Optional[float], power: Optional[float],
+                 plot: Optional[str], write: bool, as_json: bool, quiet: bool) -> None:
+    """Fit the paper's alpha(t) = a (exp(lam t) - 1) to a discrete eta table.
+
+    The table comes from a cresshift CHECKPOINT, an official --preset, or the formula's
+    parameters (--steps, --kappa, --min-noise-level, --etas-end, --power; unset ones take the
+    realsr-x4-v1 values). Reports a, lam, the largest absolute and relative eta error at k/T,
+    eta(1) against eta_T, and the same for the exact continuation of the table.
+
+    \b
+      cresshift fit-schedule --preset realsr-x4-v1 --plot fit.png
+      cresshift fit-schedule my_model.safetensors --write
+    """
+    log = _Log(quiet)
+    flags = {"steps": steps, "kappa": kappa, "min_noise_level": min_noise_level, "etas_end": etas_end,
+             "power": power}
+    given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+    if checkpoint and preset:
+        raise click.UsageError("give either a CHECKPOINT or --preset, not both")
+    if checkpoint and given:
+        raise click.UsageError(f"{', '.join(given)} describe a table; a CHECKPOINT brings its own")
+    if write and not checkpoint:
+        raise click.UsageError("--write needs a cresshift CHECKPOINT (.safetensors) to store the fit in")
+    if not (checkpoint or preset or steps):
+        raise click.UsageError("give a cresshift CHECKPOINT, --preset NAME, or --steps T (with --kappa, "
+                               "--min-noise-level, --etas-end, --power)")
+    if plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CliError("--plot needs matplotlib (pip install 'cresshift[plot]')") from None
+
+    from .schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule
+
+    source = preset or "the given parameters"
+    if checkpoint:
+        if not checkpoint.endswith(".safetensors"):
+            raise CliError(f"{checkpoint} is not a cresshift .safetensors file; official .pth checkpoints carry no "
+                           f"schedule: pass --preset NAME ({', '.join(PRESET_NAMES)}) instead")
+        from .models.checkpoints import load_cresshift
+
+        _, config = load_cresshift(checkpoint)
+        if not config.get("diffusion"):
+            raise CliError(f"{checkpoint} carries no discrete schedule (no 'diffusion' config); pass --preset NAME")
+        discrete = ResShiftSchedule.from_config(config["diffusion"])
+        source = checkpoint
+    elif preset:
+        discrete = ResShiftSchedule.from_config(preset)
+    else:
+        base = ResShiftSchedule.from_config("realsr-x4-v1")
+        discrete = ResShiftSchedule(T=steps or base.T, kappa=kappa or base.kappa,
+                                    min_noise_level=min_noise_level or base.min_noise_level,
+                                    etas_end=etas_end or base.etas_end, power=power or base.power)
+
+    fit = ExpAlphaSchedule.fit(discrete, warn=False)
+    candidates = {"exp-alpha fit": fit, "exact": ExactSchedule(discrete)}
+    if discrete == ResShiftSchedule.from_config("realsr-x4-v1"):  # the table the paper's constants were made for
+        candidates["paper (a=1.1113)"] = ExpAlphaSchedule.paper(warn=False)
+    report = {"source": source, "discrete": discrete.to_config(), "T": discrete.T, "kappa": discrete.kappa,
+              "a": fit.a, "lam": fit.lam, "fitted_schedule": fit.to_config(),
+              "t": [(k + 1) / discrete.T for k in range(discrete.T)], "eta_k": discrete.etas.tolist(),
+              "schedules": {}}
+    for name, sched in candidates.items():
+        err = sched.discrete_error(discrete)
+        report["schedules"][name] = {
+            "config": sched.to_config(), "eta_at_steps": sched.step_etas().tolist(), "error": err.tolist(),
+            "max_abs_error": float(abs(err).max()), "max_rel_error": float((abs(err) / discrete.etas).max()),
+            "eta_1": float(sched.eta(1.0)), "end_rel_miss": sched.check_end(discrete, tol=float("inf"))}
+    miss = report["schedules"]["exp-alpha fit"]["end_rel_miss"]
+    if miss > 0.01:
+        warnings.warn(f"the fit's eta(1) = {fit.eta(1.0):.4f} misses eta_T = {discrete.etas[-1]:.4f} by "
+                      f"{100 * miss:.1f} % (> 1 %): its prior does not match the trained marginals")
+
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+    else:
+        _print_fit(report)
+    if plot:
+        _plot_fit(plot, discrete, candidates)
+        log(f"wrote {plot}")
+    if write:
+        from .models.checkpoints import load_cresshift, save_cresshift
+
+        groups, config = load_cresshift(checkpoint)  # type: ignore[arg-type]
+        config["fitted_schedule"] = fit.to_config()
+        save_cresshift(checkpoint, groups, config)  # type: ignore[arg-type]
+        log(f"stored fitted_schedule (a={fit.a:.6g}, lam={fit.lam:.6g}) in {checkpoint}; "
+            f"'cresshift sample --model {checkpoint} --schedule exp' uses it")
+
+
+def _print_fit(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120)
+    d = report["discrete"]
+    console.print(f"discrete table from {report['source']}: T={report['T']}, kappa={report['kappa']:g}, "
+                  f"min_noise_level={d['min_noise_level']:g}, etas_end={d['etas_end']:g}, "
+                  f"power={d['schedule_kwargs']['power']:g}")
+    console.print(f"exp-alpha fit: a = {report['a']:.6f}, lam = {report['lam']:.6f}   "
+                  f"(alpha(t) = a (exp(lam t) - 1))")
+    summary = Table("schedule", "max |Δη| at k/T", "max rel. error", "η(1)", "η_T", "η(1) miss")
+    eta_T = report["eta_k"][-1]
+    for name, r in report["schedules"].items():
+        summary.add_row(name, f"{r['max_abs_error']:.3e}", f"{100 * r['max_rel_error']:.3g} %", f"{r['eta_1']:.5f}",
+                        f"{eta_T:.5f}", f"{100 * r['end_rel_miss']:.3g} %")
+    console.print(summary)
+    names = list(report["schedules"])
+    steps = Table("k", "t = k/T", "η_k", *[f"{n} Δη" for n in names])
+    for k, (t, eta) in enumerate(zip(report["t"], report["eta_k"])):
+        steps.add_row(str(k + 1), f"{t:.4f}", f"{eta:.6f}", *[f"{report['schedules'][n]['error'][k]:+.2e}"
+                                                               for n in names])
+    console.print(steps)
+
+
+def _plot_fit(path: str, discrete: Any, candidates: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    t = np.linspace(0, 1, 400)
+    tk = np.arange(1, discrete.T + 1) / discrete.T
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(tk, discrete.etas, "ko", label="η_k (discrete table)")
+    for name, sched in candidates.items():
+        ax1.plot(t, sched.eta(t), label=name)
+        ax2.plot(tk, sched.discrete_error(discrete), marker="o", label=name)
+    ax1.set(xlabel="t", ylabel="η(t)")
+    ax2.set(xlabel="t = k/T", ylabel="η(k/T) − η_k")
+    ax2.axhline(0, color="gray", lw=0.5)
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- bench ---------------------------------------------------------------------------------------
+def _csv(cast: Callable[[str], Any], what: str) -> Callable[[click.Context, click.Parameter, Optional[str]], Any]:
+    def parse(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[list[Any]]:
+        if value is None:
+            return None
+        try:
+            items = [cast(v.strip()) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated {what}, got {value!r}") from None
+        if not items:
+            raise click.BadParameter(f"expected comma-separated {what}, got nothing")
+        return items
+    return parse
+
+
+def _solver_name(name: str) -> str:
+    if name not in SOLVER_NAMES:
+        raise ValueError(name)
+    return name
+
+
+def _rho_value(text: str) -> float:
+    value = float(text)
+    if value == 0:
+        raise ValueError(text)
+    return value
+
+
+@main.command()
+@_model_options
+@click.option("--baseline-model", default="auto", show_default=True,
+              help="Model of the Baseline row: auto (bundled-discrete for the bundled model, else --model), "
+                   "same, or a path.")
+@click.option("--no-baseline", is_flag=True, help="Leave out the Baseline row.")
+@click.option("--hr", type=click.Path(exists=True), default=None,
+              help="HR images (folder, file or glob); LR by bicubic x1/sf. [default: the bundled held-out tiles]")
+@click.option("--lr", type=click.Path(exists=True), default=None,
+              help="Paired LR images, matched to --hr by file name.")
+@click.option("--limit", type=click.IntRange(1, None), default=None, help="Use the first N images (sorted).")
+@click.option("--solvers", callback=_csv(_solver_name, f"solvers ({', '.join(SOLVER_NAMES)})"), default=None,
+              help="Comma list [default: euler,heun].")
+@click.option("--rhos", callback=_csv(_rho_value, "non-zero numbers"), default=None,
+              help="Comma list [default: 1,4,8,-4,-8].")
+@click.option("--nfe", "nfes", callback=_csv(int, "integers"), default=None, help="Comma list of budgets [default: 15].")
+@_solver_option()
+@click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default="default", show_default=True,
+              help="Schedule of the non-baseline rows.")
+@click.option("--lpips-net", type=click.Choice(["alex", "vgg"]), default="alex", show_default=True,
+              help="LPIPS backbone (ResShift validates with vgg).")
+@click.option("--lpips-backbone", default=None,
+              help="Path of the torchvision backbone weights (alexnet-owt-7be5be79.pth / vgg16-397923af.pth) "
+                   "if not in the torch hub cache.")
+@click.option("--out", type=click.Path(file_okay=False), default="cresshift-bench", show_default=True,
+              help="Results folder; rerunning with the same folder resumes.")
+@click.option("--fresh", is_flag=True, help="Discard the results already in --out.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Image i of the sorted data uses seed + i in every row.")
+@click.option("--tile", type=click.IntRange(8, None), default=None, help="Network tile in LR pixels.")
+@click.option("--dry-run", is_flag=True, help="Check everything and print the planned rows, run nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print results.json on stdout instead of the table.")
+@_common_options
+def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str,
+          baseline_model: str, no_baseline: bool, hr: Optional[str], lr: Optional[str], limit: Optional[int],
+          solvers: Optional[list[str]], rhos: Optional[list[float]], nfes: Optional[list[int]],
+          solver_options: tuple[str, ...], schedule: str, lpips_net: str, lpips_backbone: Optional[str], out: str,
+          fresh: bool, seed: int, tile: Optional[int], dry_run: bool, as_json: bool, quiet: bool) -> None:
+    """NFE-matched LPIPS / SSIM / PSNR table of solvers x rho x NFE.
+
+    With no --solvers/--rhos/--nfe this is the paper's Table 1: a Baseline row (the Markov
+    sampler at NFE = T), then euler and heun at rho 1, 4, 8, -4, -8 and NFE 15. Results are
+    appended to OUT as they finish (rerun to resume) and end as results.json, table.md,
+    table.csv and plot_<metric>.png. The table goes to stdout (Markdown when piped). Under
+    'torchrun --nproc_per_node N -m cresshift bench ...' images are shared out across processes.
+
+    \b
+      cresshift bench
+      cresshift bench --nfe 5 --solvers euler,heun,ddim,dpmpp-2m --rhos 1,4,-8
+      cresshift bench --hr DIV2K_valid_HR --limit 100 --lpips-net vgg --device cuda
+    """
+    log = _Log(quiet)
+    if lr and not hr:
+        raise click.UsageError("--lr needs --hr (the HR references, matched by file name)")
+    if no_baseline and baseline_model != "auto":
+        raise click.UsageError("--no-baseline and --baseline-model exclude each other")
+    if nfes and any(n < 1 for n in nfes):
+        raise click.BadParameter("NFE budgets must be positive", param_hint="--nfe")
+    opts = _parse_options(solver_options)
+    from . import bench as engine
+
+    if solvers is None and rhos is None and nfes is None and not opts:
+        rows = engine.table1_rows()
+        if no_baseline:
+            rows = rows[1:]
+    else:
+        rows = engine.sweep_rows(solvers or engine.TABLE1_SOLVERS, rhos or engine.TABLE1_RHOS,
+                                 nfes or (engine.TABLE1_NFE,), baseline=not no_baseline, options=opts)
+    settings = engine.BenchSettings(
+        model=model, preset=preset, autoencoder=autoencoder, baseline_model=baseline_model, hr=hr, lr=lr, limit=limit,
+        seed=seed, schedule=schedule, lpips_net=lpips_net, lpips_backbone=lpips_backbone, device=device,
+        dtype=None if dtype == "float32" else dtype, tile=tile, out=out, fresh=fresh,
+        command=engine.command_line(_INVOCATION))
+    if dry_run:
+        p = engine.plan(settings, rows)
+        click.echo(f"{len(p.items)} images from {p.hr}; {len(p.rows)} rows:")
+        for row in p.rows:
+            click.echo(f"  {row.describe()}")
+        return
+
+    rank = int(os.environ.get("RANK", "0"))
+    with _progress(quiet or rank != 0) as bar:
+        task = bar.add_task("bench", total=None)
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"bench {what}"[:70])
+        result = engine.run_bench(settings, rows, progress=progress, log=log if rank == 0 else _Log(True))
+    if result is None:  # a rank > 0 of torchrun: rank 0 reports
+        return
+    if as_json:
+        click.echo(json.dumps(engine.result_json(result), indent=1))
+    else:
+        _print_bench(result)
+    for note in result.notes:
+        log(f"note: {note}")
+    log(f"{result.computed} results computed, {len(result.records) - result.computed} reused; wrote "
+        f"{', '.join(result.outputs)}")
+
+
+def _print_bench(result: Any) -> None:
+    from . import bench as engine
+
+    if not sys.stdout.isatty():
+        click.echo(engine.to_markdown(result), nl=False)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*engine.headings(result.lpips_name), title="cresshift bench")
+    for entry in result.table:
+        table.add_row(*engine.table_cells(entry))
+    console = Console(file=sys.stdout)
+    console.print(table)
+    for line in engine.footer(result):
+        console.print(line, highlight=False)
