@@ -282,6 +282,8 @@ def _check_space(folder: Path, need_bytes: int) -> None:
               help="Tile overlap in LR pixels.")
 @click.option("--batch-size", type=click.IntRange(1, None), default=1, show_default=True,
               help="Consecutive images of one size per network batch.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="Run the network through torch.compile (slow first image; pays off on many same-size images).")
 @_solver_option()
 @click.option("--save-trajectory", is_flag=True,
               help="Also write <name>_trajectory.png: x0_hat at every step, left to right, then the output.")
@@ -291,7 +293,7 @@ def _check_space(folder: Path, need_bytes: int) -> None:
 @_common_options
 def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int, seed: int, schedule: str, model: str,
            preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str, scale: Optional[int],
-           tile: Optional[int], tile_overlap: int, batch_size: int, solver_options: tuple[str, ...],
+           tile: Optional[int], tile_overlap: int, batch_size: int, compile_: bool, solver_options: tuple[str, ...],
            save_trajectory: bool, overwrite: bool, example: bool, as_json: bool, quiet: bool) -> None:
     """Super-resolve LR images (files, folders or globs) into PNGs.
 
@@ -349,7 +351,8 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int,
 
     dev = resolve_device(device)
     pipe = load_pipeline(model, preset=preset, autoencoder=autoencoder, device=dev,
-                         dtype={"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
+                         dtype={"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype],
+                         compile=compile_)
     if scale is not None and scale != pipe.sf:
         raise CliError(f"the model super-resolves x{pipe.sf}; --scale {scale} does not match it")
     grid = grid_for(solver, pipe.schedule_for(schedule), nfe, rho)  # raises on an impossible grid

@@ -67,6 +67,28 @@ def test_seed_reproducible(pixel_pipe):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_compiled_network_gives_the_same_output_and_saves_plain_weights(tmp_path, pixel_pipe):
+    """compile() swaps only what run() calls (backend "eager" here: no C++ toolchain needed in CI)."""
+    lr = torch.rand(1, 3, 16, 16) * 2 - 1
+    eager = pixel_pipe(lr, solver="dpmpp-2m", nfe=4, seed=2)
+    calls = []
+    try:
+        pixel_pipe.compile(backend="eager")
+        compiled_forward = pixel_pipe._forward
+        assert compiled_forward is not pixel_pipe.net
+        compiled_forward.register_forward_pre_hook(lambda *a: calls.append(1))
+        out = pixel_pipe(lr, solver="dpmpp-2m", nfe=4, seed=2)
+        pixel_pipe.save(tmp_path / "c.safetensors")
+    finally:
+        pixel_pipe.compile(disable=True)
+    assert calls, "run() did not call the compiled network"
+    torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5)
+    assert pixel_pipe._forward is pixel_pipe.net
+    from cresshift.models.checkpoints import load_cresshift
+    groups, _ = load_cresshift(tmp_path / "c.safetensors")
+    assert not any(k.startswith("_orig_mod.") for k in groups["model"])
+
+
 class LocalNet(torch.nn.Module):
     """A network whose output is local (receptive radius 2): tiling must not change it."""
 

@@ -92,6 +92,7 @@ class SRPipeline:
                  device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = None) -> None:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
+        self._forward: nn.Module = self.net  # what run() calls: the network, or its torch.compile'd wrapper
         self.autoencoder = autoencoder.to(self.device).eval() if autoencoder is not None else None
         self.schedule = schedule
         self.sf = int(sf)
@@ -105,6 +106,15 @@ class SRPipeline:
         levels = len(params.get("channel_mult", (1, 2, 2, 4)))
         window = int(params.get("window_size", 8))
         self.net_multiple = window * 2 ** (levels - 1)  # at the network's resolution
+
+    def compile(self, **kwargs: Any) -> "SRPipeline":
+        """Run the network through ``torch.compile(net, **kwargs)`` (e.g. ``mode="max-autotune"``); returns self.
+
+        The first call of each input shape compiles (slow); later calls reuse it. Saving keeps
+        the plain weights. ``compile(disable=True)`` goes back to eager.
+        """
+        self._forward = self.net if kwargs.get("disable") else torch.compile(self.net, **kwargs)
+        return self
 
     @property
     def latent(self) -> bool:
@@ -200,7 +210,7 @@ class SRPipeline:
         else:
             y, lq = y_pix, y_pix
 
-        timed = _TimedNet(self.net, tile_net, overlap_net, self.net_multiple)
+        timed = _TimedNet(self._forward, tile_net, overlap_net, self.net_multiple)
         denoiser = NetworkDenoiser(timed, sched, lq=lq, latent=self.latent, normalize_input=self.normalize_input,
                                    predict=self.predict, y=y, autocast_dtype=self.autocast_dtype)
         _sync(self.device)
@@ -291,13 +301,22 @@ def _looks_like(sd: dict[str, torch.Tensor]) -> str:
 
 def load_pipeline(name_or_path: Union[str, Path] = "bundled", *, preset: Optional[str] = None,
                   autoencoder: Optional[Union[str, Path]] = None, device: Union[str, torch.device] = "cpu",
-                  dtype: Optional[torch.dtype] = None, random_weights: bool = False) -> SRPipeline:
+                  dtype: Optional[torch.dtype] = None, random_weights: bool = False,
+                  compile: bool = False) -> SRPipeline:
     """Load ``bundled`` / ``bundled-discrete``, a cresshift ``.safetensors`` file, or official weights.
 
     Official ``.pth`` files need ``preset=`` (realsr-x4-v1, realsr-x4-v2, realsr-x4-v3, bicsr-x4) and
     ``autoencoder=`` (autoencoder_vq_f4.pth). ``load_pipeline("realsr-x4-v1", random_weights=True)``
-    builds the official architecture with random weights (benchmarks, tests).
+    builds the official architecture with random weights (benchmarks, tests). ``compile=True``
+    runs the network through ``torch.compile`` (``SRPipeline.compile``).
     """
+    pipe = _load(name_or_path, preset=preset, autoencoder=autoencoder, device=device, dtype=dtype,
+                 random_weights=random_weights)
+    return pipe.compile() if compile else pipe
+
+
+def _load(name_or_path: Union[str, Path], *, preset: Optional[str], autoencoder: Optional[Union[str, Path]],
+          device: Union[str, torch.device], dtype: Optional[torch.dtype], random_weights: bool) -> SRPipeline:
     name = str(name_or_path)
     if name in BUNDLED:
         path = bundled_path(name)
