@@ -19,3 +19,15 @@ def exp_v1(v1) -> ExpAlphaSchedule:
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest (and reproducibly) on one thread; oversubscribed CPUs are very slow.
+
+    Modules that train or sample tiny models use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -19,12 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 METRIC_COLUMNS = ("label", "solver", "rho", "nfe", "lpips", "ssim_y", "psnr_y", "psnr_rgb", "images")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

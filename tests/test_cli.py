@@ -17,13 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # --- fixtures ----------------------------------------------------------------------------------
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest (and reproducibly) on one thread; oversubscribed CPUs are very slow."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_tiny_model(path: Path) -> Path:

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from cresshift.data.io import save_image
 from cresshift.models.checkpoints import atomic_write
+from cresshift.models.pipeline import load_pipeline
 from cresshift.training import Trainer, TrainSettings
 from cresshift.training.cli import finetune
 from cresshift.training.data import CropSampler
@@ -19,13 +20,7 @@ from cresshift.training.data import CropSampler
 T = 15
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest (and reproducibly) on one thread."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -269,6 +264,24 @@ def test_bad_input_fails_before_training(photo_folder, tmp_path):
     garbage.write_bytes(b"\x00" * 10)
     with pytest.raises(ValueError, match="cannot read"):
         wider.resume(garbage)
+
+
+def test_schedule_overrides_reach_the_model_and_the_training_noise(photo_folder, tmp_path):
+    """--kappa / --min-noise-level (from scratch) change the discrete table the model is trained and saved with."""
+    from cresshift.schedules import ResShiftSchedule
+
+    tr = Trainer(tiny(photo_folder, tmp_path / "o", kappa=0.1, min_noise_level=0.01, predict="residual"))
+    assert tr.discrete.kappa == 0.1 and tr.discrete.min_noise_level == 0.01
+    want = ResShiftSchedule(T=15, kappa=0.1, min_noise_level=0.01, etas_end=0.99, power=0.3).etas
+    assert tr.discrete.etas == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="min-noise-level must be in"):
+        Trainer(tiny(photo_folder, tmp_path / "o2", min_noise_level=1.5))
+    # a saved cresshift model keeps its schedule: overriding it when fine-tuning is refused
+    best = tmp_path / "init.safetensors"
+    tr.export_pipeline().save(best)
+    assert ResShiftSchedule.from_config(load_pipeline(str(best)).config["diffusion"]).min_noise_level == 0.01
+    with pytest.raises(ValueError, match="keeps its schedule"):
+        Trainer(tiny(photo_folder, tmp_path / "o3", init=str(best), min_noise_level=0.02))
 
 
 def test_finetune_command_reports_bad_input_in_one_line(tmp_path):

@@ -33,6 +33,8 @@ PREDICT_TYPES = ("xstart", "residual", "epsilon", "epsilon_scale")
 @click.option("--lam", type=float, default=None, help="alpha(t) = a (exp(lam t) - 1): lam (with --schedule given).")
 @click.option("--kappa", type=click.FloatRange(0, None, min_open=True), default=None,
               help="Override kappa (from-scratch models only).")
+@click.option("--min-noise-level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Override the schedule's min_noise_level, the final-step noise (from-scratch models only).")
 @click.option("--predict", type=click.Choice(PREDICT_TYPES), default=None,
               help="Network output type (from scratch; default xstart). Checkpoints keep their own.")
 @click.option("--loss-weight", type=click.Choice(["none", "bicubic"]), default="none", show_default=True,
@@ -65,7 +67,7 @@ PREDICT_TYPES = ("xstart", "residual", "epsilon", "epsilon_scale")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def finetune(data: str, lr_data: Optional[str], val: str, out: str, init: str, preset: Optional[str],
              autoencoder: Optional[str], time_mode: str, schedule: str, a: Optional[float], lam: Optional[float],
-             kappa: Optional[float], predict: Optional[str], loss_weight: str, crop: int, sf: int, degrade: bool,
+             kappa: Optional[float], min_noise_level: Optional[float], predict: Optional[str], loss_weight: str, crop: int, sf: int, degrade: bool,
              steps: int, batch: int, micro_batch: int, lr_: float, weight_decay: float, warmup: int, cosine: bool,
              ema: float, grad_clip: float, amp: Optional[str], seed: int, device: str, threads: Optional[int],
              val_every: int, val_solver: str, val_nfe: int, save_every: int, keep_last: int, resume: Optional[str],
@@ -81,7 +83,7 @@ def finetune(data: str, lr_data: Optional[str], val: str, out: str, init: str, p
 
     settings = TrainSettings(out=out, data=data, lr_data=lr_data, val=None if val == "none" else val, init=init,
                              preset=preset, autoencoder=autoencoder, time=time_mode, schedule=schedule, a=a, lam=lam,
-                             kappa=kappa, predict=predict, loss_weight=loss_weight, crop=crop, sf=sf, degrade=degrade,
+                             kappa=kappa, min_noise_level=min_noise_level, predict=predict, loss_weight=loss_weight, crop=crop, sf=sf, degrade=degrade,
                              steps=steps, batch=batch, micro_batch=micro_batch, lr=lr_, weight_decay=weight_decay,
                              warmup=warmup, cosine=cosine, ema=ema, grad_clip=grad_clip, amp=amp, seed=seed,
                              device=device, threads=threads, val_every=val_every, val_solver=val_solver,

@@ -52,6 +52,7 @@ class TrainSettings:
     model_overrides: dict[str, Any] = field(default_factory=dict)   # for init="scratch"
     schedule_preset: str = "realsr-x4-v1"
     kappa: Optional[float] = None        # override the preset's kappa (pixel-space models)
+    min_noise_level: Optional[float] = None  # override the preset's min_noise_level (from scratch)
     predict: Optional[str] = None        # output type; None: the model's own ("xstart" from scratch)
     loss_weight: str = "none"            # "none": MSE (the paper); "bicubic": per-crop MSE / (bicubic MSE + 1 grey level^2)
     time: str = "discrete"               # "discrete" | "continuous"
@@ -94,6 +95,8 @@ class TrainSettings:
             raise ValueError(f"--crop {self.crop} is not divisible by the scale factor {self.sf}")
         if self.batch % self.micro_batch:
             raise ValueError(f"--batch {self.batch} is not a multiple of --micro-batch {self.micro_batch}")
+        if self.min_noise_level is not None and not 0 < self.min_noise_level < 1:
+            raise ValueError(f"--min-noise-level must be in (0, 1), got {self.min_noise_level}")
         if self.steps < 1 or self.lr <= 0:
             raise ValueError("--steps and --lr must be positive")
         if self.init.endswith(".pth") and not self.preset:
@@ -155,6 +158,8 @@ class Trainer:
                      "predict_type": s.predict or "xstart", "normalize_input": True}
         if s.kappa is not None:
             diffusion["kappa"] = float(s.kappa)
+        if s.min_noise_level is not None:
+            diffusion["min_noise_level"] = float(s.min_noise_level)
         if s.init == "scratch":
             params = small_pixel_config(image_size=s.crop, lq_size=s.crop, **s.model_overrides)
             config = {"model": {"class": "UNetModelSwin", "params": params}, "autoencoder": None,
@@ -170,14 +175,18 @@ class Trainer:
             groups, config = load_cresshift(s.init)
             config = dict(config)
             config["schedule"] = None  # the training schedule is decided by the settings
-            if s.kappa is not None or s.predict not in (None, config["diffusion"].get("predict_type", "xstart")):
-                raise ValueError("fine-tuning a cresshift model keeps its kappa and predict type; drop --kappa/--predict")
+            if (s.kappa is not None or s.min_noise_level is not None
+                    or s.predict not in (None, config["diffusion"].get("predict_type", "xstart"))):
+                raise ValueError("fine-tuning a cresshift model keeps its schedule and predict type; "
+                                 "drop --kappa/--min-noise-level/--predict")
             return build_pipeline(config, model_sd=groups.get("model"), autoencoder_sd=groups.get("autoencoder"))
         if not Path(s.init).is_file():
             raise ValueError(f"--init {s.init!r} is neither 'scratch' nor an existing checkpoint file")
         preset = get_preset(s.preset)  # type: ignore[arg-type]
-        if s.kappa is not None or s.predict not in (None, preset["diffusion"].get("predict_type", "xstart")):
-            raise ValueError(f"fine-tuning the official {s.preset} keeps its kappa and predict type; drop --kappa/--predict")
+        if (s.kappa is not None or s.min_noise_level is not None
+                or s.predict not in (None, preset["diffusion"].get("predict_type", "xstart"))):
+            raise ValueError(f"fine-tuning the official {s.preset} keeps its schedule and predict type; "
+                             "drop --kappa/--min-noise-level/--predict")
         config = {"model": {"class": "UNetModelSwin", "params": preset["model"]}, "autoencoder": preset["autoencoder"],
                   "diffusion": preset["diffusion"], "preset": s.preset}
         ae_sd = load_official_state_dict(s.autoencoder) if s.autoencoder else None
