@@ -83,7 +83,7 @@ class SRPipeline:
     network needs (multiples of 64 in the official latent setting) and cropped back. ``tile``
     (in LR pixels) bounds peak memory: the solver runs on the whole image (so the noise per
     pixel does not depend on tiling) while every network / autoencoder call is evaluated on
-    overlapping tiles blended with Gaussian weights.
+    overlapping tiles blended with raised-cosine weights that sum to one.
     """
 
     def __init__(self, net: nn.Module, schedule: Union[ResShiftSchedule, ContinuousSchedule], *,
