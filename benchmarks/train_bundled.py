@@ -8,7 +8,7 @@ scikit-image/scikit-learn (test photographs held out, ``cresshift/data/PHOTOS.md
 phase keeps its best EMA checkpoint by validation PSNR-Y on the validation photograph (never
 the test photographs). The log goes to stderr and to ``--log``.
 
-    python benchmarks/train_bundled.py --install      # about 25 min on a 2-core CPU
+    python benchmarks/train_bundled.py --install      # 20-30 min on a 2-core CPU
 """
 from __future__ import annotations
 
