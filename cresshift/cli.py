@@ -747,3 +747,7 @@ def _print_bench(result: Any) -> None:
     console.print(table)
     for line in engine.footer(result):
         console.print(line, highlight=False)
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m cresshift.cli finetune ...
+    main()

@@ -89,6 +89,10 @@ def test_python_m_cresshift_and_version():
     out = subprocess.run([sys.executable, "-m", "cresshift", "--version"], capture_output=True, text=True,
                          timeout=60, cwd=REPO)
     assert out.returncode == 0 and "0.1.0" in out.stdout
+    # torchrun's form, "-m cresshift.cli finetune ...", runs the same group
+    out = subprocess.run([sys.executable, "-m", "cresshift.cli", "finetune", "--help"], capture_output=True,
+                         text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0 and "--time" in out.stdout and "torchrun" in out.stdout
 
 
 def test_static_names_match_the_registries():
