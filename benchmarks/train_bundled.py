@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from cresshift.models.checkpoints import atomic_write
 from cresshift.training import TrainSettings, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,8 +113,9 @@ def main() -> None:
     if args.install:
         dest = ROOT / "cresshift" / "bundled"
         dest.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "discrete" / "best.safetensors", dest / "discrete.safetensors")
-        shutil.copyfile(out / "continuous" / "best.safetensors", dest / "continuous.safetensors")
+        for name in ("discrete", "continuous"):  # atomically: a failed copy never leaves a half-written model
+            src = out / name / "best.safetensors"
+            atomic_write(dest / f"{name}.safetensors", lambda tmp, src=src: shutil.copyfile(src, tmp))
         from cresshift.data.photos import write_test_tiles
         write_test_tiles(dest / "testset")
         print(f"# installed into {dest}", file=sys.stderr)

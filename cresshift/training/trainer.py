@@ -175,24 +175,26 @@ class Trainer:
             groups, config = load_cresshift(s.init)
             config = dict(config)
             config["schedule"] = None  # the training schedule is decided by the settings
-            if (s.kappa is not None or s.min_noise_level is not None
-                    or s.predict not in (None, config["diffusion"].get("predict_type", "xstart"))):
-                raise ValueError("fine-tuning a cresshift model keeps its schedule and predict type; "
-                                 "drop --kappa/--min-noise-level/--predict")
+            self._refuse_diffusion_overrides(config["diffusion"], "a cresshift model")
             return build_pipeline(config, model_sd=groups.get("model"), autoencoder_sd=groups.get("autoencoder"))
         if not Path(s.init).is_file():
             raise ValueError(f"--init {s.init!r} is neither 'scratch' nor an existing checkpoint file")
         preset = get_preset(s.preset)  # type: ignore[arg-type]
-        if (s.kappa is not None or s.min_noise_level is not None
-                or s.predict not in (None, preset["diffusion"].get("predict_type", "xstart"))):
-            raise ValueError(f"fine-tuning the official {s.preset} keeps its schedule and predict type; "
-                             "drop --kappa/--min-noise-level/--predict")
+        self._refuse_diffusion_overrides(preset["diffusion"], f"the official {s.preset}")
         config = {"model": {"class": "UNetModelSwin", "params": preset["model"]}, "autoencoder": preset["autoencoder"],
                   "diffusion": preset["diffusion"], "preset": s.preset}
         ae_sd = load_official_state_dict(s.autoencoder) if s.autoencoder else None
         if preset["autoencoder"] and ae_sd is None:
             raise ValueError(f"preset {s.preset} is a latent model: pass --autoencoder autoencoder_vq_f4.pth")
         return build_pipeline(config, model_sd=load_official_state_dict(s.init), autoencoder_sd=ae_sd)
+
+    def _refuse_diffusion_overrides(self, diffusion: dict[str, Any], what: str) -> None:
+        """A model being fine-tuned keeps its schedule and output type: --kappa etc. are for scratch models."""
+        s = self.s
+        if (s.kappa is not None or s.min_noise_level is not None
+                or s.predict not in (None, diffusion.get("predict_type", "xstart"))):
+            raise ValueError(f"fine-tuning {what} keeps its schedule and predict type; "
+                             "drop --kappa/--min-noise-level/--predict")
 
     def _train_schedule(self) -> Any:
         s = self.s
