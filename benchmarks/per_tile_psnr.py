@@ -1,0 +1,52 @@
+"""Per-tile PSNR-Y of a model against bicubic on the bundled held-out test tiles.
+
+Prints, for each 64x64 test tile, PSNR-Y of bicubic, of one Markov@15 sample (seed 0) and of
+the mean of ``--samples`` Markov@15 samples (seeds 0..n-1: what is left is bias, not sampling
+noise), then the means over tiles. This is how the flat-tile failure of the bundled models was
+found (``cresshift/bundled/README.md``).
+
+    python benchmarks/per_tile_psnr.py bundled-discrete
+    python benchmarks/per_tile_psnr.py runs/bundled/discrete/best.safetensors --samples 8
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from cresshift.data.io import bicubic_down, list_images, load_image
+from cresshift.metrics import psnr_y
+from cresshift.models.checkpoints import CheckpointError
+from cresshift.models.pipeline import bundled_path, load_pipeline, upsample_lr
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", help="bundled | bundled-discrete | a cresshift .safetensors")
+    ap.add_argument("--tiles", default=str(bundled_path("bundled").parent / "testset"))
+    ap.add_argument("--nfe", type=int, default=15)
+    ap.add_argument("--samples", type=int, default=8, help="Markov samples averaged in the last column")
+    args = ap.parse_args()
+    try:
+        pipe = load_pipeline(args.model)
+        paths = list_images([args.tiles])
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    hr = torch.stack([load_image(p) for p in paths])
+    lr = bicubic_down(hr, pipe.sf)
+    bic = upsample_lr(lr, pipe.sf).clamp(-1, 1)
+    runs = torch.stack([pipe.run(lr, solver="markov", nfe=args.nfe, seed=s).sr for s in range(args.samples)])
+    cols = [psnr_y(bic, hr), psnr_y(runs[0].clamp(-1, 1), hr), psnr_y(runs.mean(0).clamp(-1, 1), hr)]
+    print(f"# {args.model}: PSNR-Y (dB) on {len(paths)} tiles from {args.tiles}, markov@{args.nfe}")
+    print(f"| tile | bicubic | markov seed 0 | mean of {args.samples} |")
+    print("|---|---|---|---|")
+    for i, p in enumerate(paths):
+        print(f"| {p.stem} | " + " | ".join(f"{float(c[i]):.2f}" for c in cols) + " |")
+    print("| **mean** | " + " | ".join(f"**{float(c.mean()):.3f}**" for c in cols) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
