@@ -27,7 +27,11 @@ def main() -> int:
     ap.add_argument("--tiles", default=str(bundled_path("bundled").parent / "testset"))
     ap.add_argument("--nfe", type=int, default=15)
     ap.add_argument("--samples", type=int, default=8, help="Markov samples averaged in the last column")
+    ap.add_argument("--context-pad", type=int, default=None,
+                    help="mirrored border context in network pixels (default: the model's own; 0 = none)")
     args = ap.parse_args()
+    if args.context_pad is not None and args.context_pad < 0:
+        ap.error(f"--context-pad must be >= 0, got {args.context_pad}")
     try:
         pipe = load_pipeline(args.model)
         paths = list_images([args.tiles])
@@ -37,9 +41,11 @@ def main() -> int:
     hr = torch.stack([load_image(p) for p in paths])
     lr = bicubic_down(hr, pipe.sf)
     bic = upsample_lr(lr, pipe.sf).clamp(-1, 1)
-    runs = torch.stack([pipe.run(lr, solver="markov", nfe=args.nfe, seed=s).sr for s in range(args.samples)])
+    runs = torch.stack([pipe.run(lr, solver="markov", nfe=args.nfe, seed=s, context_pad=args.context_pad).sr
+                        for s in range(args.samples)])
     cols = [psnr_y(bic, hr), psnr_y(runs[0].clamp(-1, 1), hr), psnr_y(runs.mean(0).clamp(-1, 1), hr)]
-    print(f"# {args.model}: PSNR-Y (dB) on {len(paths)} tiles from {args.tiles}, markov@{args.nfe}")
+    ctx = pipe.context_pad if args.context_pad is None else args.context_pad
+    print(f"# {args.model}: PSNR-Y (dB) on {len(paths)} tiles from {args.tiles}, markov@{args.nfe}, border context {ctx} px")
     print(f"| tile | bicubic | markov seed 0 | mean of {args.samples} |")
     print("|---|---|---|---|")
     for i, p in enumerate(paths):

@@ -39,7 +39,11 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--report", default=str(ROOT / "benchmarks" / "logs" / "quality_gate.md"))
     ap.add_argument("--figure", default=None)
+    ap.add_argument("--context-pad", type=int, default=None,
+                    help="mirrored border context in network pixels (default: each model's own; 0 = none)")
     args = ap.parse_args()
+    if args.context_pad is not None and args.context_pad < 0:
+        ap.error(f"--context-pad must be >= 0, got {args.context_pad}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     paths = list_images([args.tiles])
     hr = torch.stack([load_image(p) for p in paths])
@@ -49,18 +53,21 @@ def main() -> int:
     cont = load_pipeline(args.continuous, device=args.device)
     lpips = LPIPSMetric("alex", device=args.device)
 
+    ctx = {"context_pad": args.context_pad}
     rows: list[tuple[str, str, str, int, torch.Tensor]] = [("bicubic", "-", "-", 0, bic)]
-    r = disc.run(lr, solver="markov", nfe=args.nfe, seed=args.seed)
+    r = disc.run(lr, solver="markov", nfe=args.nfe, seed=args.seed, **ctx)
     rows.append(("discrete (baseline)", "markov", "-", r.nfe, r.sr.cpu()))
-    r = cont.run(lr, solver="markov", nfe=args.nfe, seed=args.seed)
+    r = cont.run(lr, solver="markov", nfe=args.nfe, seed=args.seed, **ctx)
     rows.append(("continuous", "markov", "-", r.nfe, r.sr.cpu()))
     for solver, rho in ODE_ROWS:
-        r = cont.run(lr, solver=solver, nfe=args.nfe, rho=rho, seed=args.seed)
+        r = cont.run(lr, solver=solver, nfe=args.nfe, rho=rho, seed=args.seed, **ctx)
         rows.append(("continuous", solver, f"{rho:g}", r.nfe, r.sr.cpu()))
 
     lp_head = f" {lpips.name} |" if lpips.available else ""
     lines = [f"{len(paths)} held-out test tiles (64x64 HR, x4) from {Path(args.tiles).name}/; NFE {args.nfe}; "
-             f"seed {args.seed}; PSNR-Y / SSIM-Y on uint8-rounded Y (design §8)"
+             f"seed {args.seed}; mirrored border context {disc.context_pad if args.context_pad is None else args.context_pad} / "
+             f"{cont.context_pad if args.context_pad is None else args.context_pad} px (discrete / continuous); "
+             f"PSNR-Y / SSIM-Y on uint8-rounded Y (design §8)"
              + ("" if lpips.available else f"; LPIPS not computed ({lpips.reason})"), "",
              f"| model | solver | rho | NFE | PSNR-Y (dB) | SSIM-Y |{lp_head}",
              "|---|---|---|---|---|---|" + ("---|" if lpips.available else "")]

@@ -74,6 +74,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--micro-batch", type=int, default=8)
     ap.add_argument("--res-blocks", type=int, nargs=3, default=[1, 1, 1])
+    ap.add_argument("--norm-groups", type=int, default=32,
+                    help="GroupNorm groups of the small network (32 = the official setting: one channel per group at width 32)")
     ap.add_argument("--val-every", type=int, default=100)
     ap.add_argument("--val-solver", default="ddim", help="ODE solver validating phase 2 (NFE 15, uniform grid)")
     ap.add_argument("--threads", type=int, default=None)
@@ -95,7 +97,7 @@ def main() -> None:
               f"loss weight {args.loss_weight}", file=sys.stderr)
         r1 = train(TrainSettings(out=str(out / "discrete"), time="discrete", steps=args.steps_discrete, lr=args.lr,
                                  warmup=100, cosine=True, kappa=args.kappa, min_noise_level=args.min_noise_level, predict=args.predict,
-                                 model_overrides={"num_res_blocks": list(args.res_blocks)},
+                                 model_overrides={"num_res_blocks": list(args.res_blocks), "norm_groups": args.norm_groups},
                                  val_solver="markov", val_nfe=15, **common))
         t1 = time.perf_counter()
         print(f"# phase 1 done in {(t1 - t0) / 60:.1f} min: {json.dumps(r1)}", file=sys.stderr)

@@ -280,6 +280,9 @@ def _check_space(folder: Path, need_bytes: int) -> None:
               help="Evaluate the network on tiles of this many LR pixels (bounds memory).")
 @click.option("--tile-overlap", type=click.IntRange(0, None), default=16, show_default=True,
               help="Tile overlap in LR pixels.")
+@click.option("--context-pad", type=click.IntRange(0, None), default=None,
+              help="Mirrored context around the image at every network call, in network pixels "
+                   "[default: the model's own: 16 for the bundled models, 0 (as official) otherwise].")
 @click.option("--batch-size", type=click.IntRange(1, None), default=1, show_default=True,
               help="Consecutive images of one size per network batch.")
 @click.option("--compile", "compile_", is_flag=True,
@@ -293,7 +296,7 @@ def _check_space(folder: Path, need_bytes: int) -> None:
 @_common_options
 def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int, seed: int, schedule: str, model: str,
            preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str, scale: Optional[int],
-           tile: Optional[int], tile_overlap: int, batch_size: int, compile_: bool, solver_options: tuple[str, ...],
+           tile: Optional[int], tile_overlap: int, context_pad: Optional[int], batch_size: int, compile_: bool, solver_options: tuple[str, ...],
            save_trajectory: bool, overwrite: bool, example: bool, as_json: bool, quiet: bool) -> None:
     """Super-resolve LR images (files, folders or globs) into PNGs.
 
@@ -404,7 +407,7 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int,
             t0 = time.perf_counter()
             res = pipe.run(torch.stack([b[1] for b in batch]), solver=solver, nfe=nfe, rho=rho,
                            seed=seed + batch[0][0], schedule=schedule, tile=tile, tile_overlap=tile_overlap,
-                           callback=on_step, **opts)
+                           context_pad=context_pad, callback=on_step, **opts)
             dt = time.perf_counter() - t0
             seconds["total"] += dt
             seconds["network"] += res.seconds.get("network", 0.0)

@@ -1,5 +1,6 @@
 """Checkpoint I/O: weights-only loading, unwrapping, clear mismatch errors, atomic safetensors."""
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -81,3 +82,18 @@ def test_safetensors_round_trip_and_atomicity(tmp_path, monkeypatch):
     groups, _ = load_cresshift(path)
     assert torch.equal(groups["model"]["0.weight"], m.state_dict()["0.weight"])
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_atomic_write_gives_ordinary_file_permissions(tmp_path):
+    """Files written through a temporary file get the mode open() would give (mkstemp alone makes 0600)."""
+    import os
+    import stat
+
+    from cresshift.models.checkpoints import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.bin", lambda tmp: Path(tmp).write_bytes(b"x"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == 0o644

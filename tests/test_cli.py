@@ -213,6 +213,19 @@ def test_sample_example(files, tmp_path, monkeypatch):
                           "test tiles are missing")
 
 
+def test_sample_context_pad_option(files, tmp_path):
+    """--context-pad overrides the model's own (0 for a model whose config does not set it)."""
+    outs = {}
+    for c in (None, "0", "32"):
+        extra = [] if c is None else ["--context-pad", c]
+        r = run("sample", files["lr"] / "a.png", "-o", tmp_path / str(c), "--model", files["model"], "--solver", "ddim",
+                "--nfe", "3", *extra)
+        assert r.exit_code == 0, r.stderr
+        outs[c] = load_image(tmp_path / str(c) / "a.png")
+    assert torch.equal(outs[None], outs["0"])
+    assert outs["32"].shape == outs["0"].shape and float((outs["0"] - outs["32"]).abs().max()) > 0.01
+
+
 def test_sample_default_model_missing_is_one_line(files, tmp_path, monkeypatch):
     import cresshift.models.pipeline as pipeline
 
@@ -231,6 +244,7 @@ def test_sample_default_model_missing_is_one_line(files, tmp_path, monkeypatch):
     (["{lr}/a.png", "--solver", "nope"], ["--solver"]),
     ([], ["INPUT"]),
     (["--example", "{lr}/a.png"], ["no INPUT"]),
+    (["{lr}/a.png", "--context-pad", "-1"], ["--context-pad"]),
 ])
 def test_sample_usage_errors(files, tmp_path, args, needles):
     args = [a.format(lr=files["lr"]) for a in args]

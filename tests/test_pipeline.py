@@ -4,7 +4,7 @@ import torch
 
 import cresshift
 from cresshift.models.checkpoints import CheckpointError
-from cresshift.models.pipeline import build_pipeline, load_pipeline
+from cresshift.models.pipeline import SRPipeline, build_pipeline, load_pipeline
 from cresshift.models.unet import small_pixel_config
 from cresshift.schedules import ExpAlphaSchedule, ResShiftSchedule
 
@@ -159,3 +159,58 @@ def test_errors(tmp_path, pixel_pipe):
 
 def test_top_level_load_pipeline_is_lazy():
     assert callable(cresshift.load_pipeline)
+
+
+# --- mirrored context at the image border -------------------------------------------------
+class _BlurLq(torch.nn.Module):
+    """x0_hat = 3x3 box blur of lq with zero padding (a border-sensitive 'network'); records input sizes."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def forward(self, x, s, lq=None):
+        self.sizes.append(tuple(x.shape[-2:]))
+        return torch.nn.functional.conv2d(lq, torch.full((3, 1, 3, 3), 1 / 9), padding=1, groups=3)
+
+
+def _blur_pipe(sampling=None):
+    config = {"diffusion": {**DIFF, "latent_flag": False}}
+    if sampling is not None:
+        config["sampling"] = sampling
+    return SRPipeline(_BlurLq(), ResShiftSchedule.from_config("realsr-x4-v1"), sf=4, config=config)
+
+
+def test_context_pad_mirrors_the_border_and_crops_it_off():
+    pipe = _blur_pipe()
+    assert pipe.context_pad == 0  # official behaviour unless the model's config asks for it
+    flat = torch.full((1, 3, 16, 16), 0.8)
+    plain = pipe(flat, solver="markov", nfe=3, seed=0)
+    assert float((plain[..., 0, :] - 0.8).abs().max()) > 0.1  # zero padding darkens the border
+    mirrored = pipe(flat, solver="markov", nfe=3, seed=0, context_pad=16)
+    torch.testing.assert_close(mirrored, torch.full_like(mirrored, 0.8))
+    # Every call saw the image plus 16 px each side, rounded up to the network's multiple (64).
+    assert all(h % 64 == 0 and w % 64 == 0 and h >= 64 + 32 for h, w in pipe.net.sizes[-3:])
+
+    lr = torch.rand(2, 3, 16, 16) * 2 - 1
+    y = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(y, (1, 1, 1, 1), mode="reflect"),
+                                          torch.full((3, 1, 3, 3), 1 / 9), groups=3).clamp(-1, 1)
+    got = pipe(lr, solver="markov", nfe=3, seed=0, context_pad=16)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    interior = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    torch.testing.assert_close(pipe(lr, solver="markov", nfe=3, seed=0)[interior], got[interior], atol=1e-6, rtol=0)
+
+
+def test_context_pad_comes_from_the_model_config_and_is_checked():
+    assert _blur_pipe({"context_pad": 16}).context_pad == 16
+    with pytest.raises(ValueError, match="context_pad must be a whole number"):
+        _blur_pipe({"context_pad": -1})
+    with pytest.raises(ValueError, match="context_pad must be a whole number"):
+        _blur_pipe().run(torch.zeros(1, 3, 16, 16), solver="markov", nfe=2, context_pad=2.5)
+    tiled = _blur_pipe({"context_pad": 16})(torch.rand(1, 3, 24, 40) * 2 - 1, solver="markov", nfe=2, tile=16)
+    assert tiled.shape == (1, 3, 96, 160)
+
+
+def test_bundled_models_use_mirrored_context():
+    assert load_pipeline("bundled").context_pad == 16 and load_pipeline("bundled-discrete").context_pad == 16

@@ -284,6 +284,19 @@ def test_schedule_overrides_reach_the_model_and_the_training_noise(photo_folder,
         Trainer(tiny(photo_folder, tmp_path / "o3", init=str(best), min_noise_level=0.02))
 
 
+def test_context_pad_is_stored_with_the_model(photo_folder, tmp_path):
+    """From scratch the model samples with 16 px of mirrored border context; --context-pad overrides it, also when fine-tuning."""
+    tr = Trainer(tiny(photo_folder, tmp_path / "o"))
+    path = tmp_path / "scratch.safetensors"
+    tr.export_pipeline().save(path)
+    assert load_pipeline(str(path)).context_pad == 16
+    assert Trainer(tiny(photo_folder, tmp_path / "o2", context_pad=0)).export_pipeline().context_pad == 0
+    assert Trainer(tiny(photo_folder, tmp_path / "o3", init=str(path))).export_pipeline().context_pad == 16
+    assert Trainer(tiny(photo_folder, tmp_path / "o4", init=str(path), context_pad=32)).export_pipeline().context_pad == 32
+    with pytest.raises(ValueError, match="--context-pad must be >= 0"):
+        Trainer(tiny(photo_folder, tmp_path / "o5", context_pad=-1))
+
+
 def test_finetune_command_reports_bad_input_in_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

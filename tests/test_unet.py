@@ -219,3 +219,22 @@ def test_small_pixel_config():
         out = net(x, torch.tensor([0.0, 13.5]), lq=lq)
     assert out.shape == (2, 3, 64, 64) and torch.isfinite(out).all()
     assert small_pixel_config(num_res_blocks=[2, 2, 2])["num_res_blocks"] == [2, 2, 2]
+
+
+def test_norm_groups_is_a_setting_not_a_weight():
+    """norm_groups changes every GroupNorm's grouping and nothing in the state dict; 32 is the official default."""
+    torch.manual_seed(0)
+    official = UNetModelSwin(**small_pixel_config(norm_groups=32))
+    narrow = UNetModelSwin(**small_pixel_config(norm_groups=8))
+    norms = [m for m in narrow.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_groups == 8 for m in norms)
+    default = UNetModelSwin(**{k: v for k, v in small_pixel_config().items() if k != "norm_groups"})
+    assert all(m.num_groups == 32 for m in default.modules() if isinstance(m, torch.nn.GroupNorm))
+    sd = official.state_dict()
+    assert {k: v.shape for k, v in sd.items()} == {k: v.shape for k, v in narrow.state_dict().items()}
+    narrow.load_state_dict(sd, strict=True)
+    x, lq = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (official(x, torch.tensor([3.0]), lq=lq) - narrow(x, torch.tensor([3.0]), lq=lq)).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="norm_groups 12 must divide"):
+        UNetModelSwin(**small_pixel_config(norm_groups=12))

@@ -58,21 +58,38 @@ def _sync(device: torch.device) -> None:
 class _TimedNet(nn.Module):
     """Wraps the network: tiles its calls and accumulates the time spent in it."""
 
-    def __init__(self, net: nn.Module, tile: Optional[int], overlap: int, multiple: int) -> None:
+    def __init__(self, net: nn.Module, tile: Optional[int], overlap: int, multiple: int, context: int = 0) -> None:
         super().__init__()
         self.net, self.tile, self.overlap, self.multiple = net, tile, overlap, multiple
+        self.context = context
         self.seconds = 0.0
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, lq: Optional[torch.Tensor] = None) -> torch.Tensor:
         _sync(x.device)
         t0 = time.perf_counter()
+        H, W = x.shape[-2:]
+        if self.context:  # mirrored context around the image, kept at the network's multiple
+            c = self.context
+            pads = (c, c + (-(W + 2 * c)) % self.multiple, c, c + (-(H + 2 * c)) % self.multiple)
+            x = _mirror_pad(x, pads)
+            if lq is not None:
+                r = lq.shape[-1] // W
+                lq = _mirror_pad(lq, tuple(p * r for p in pads))
 
         def run(xt: torch.Tensor, lqt: Optional[torch.Tensor]) -> torch.Tensor:
             return self.net(xt, s, lq=lqt) if lqt is not None else self.net(xt, s)
         out = tiled_apply(run, x, tile=self.tile, overlap=self.overlap, side_inputs=(lq,), multiple=self.multiple)
+        if self.context:
+            out = out[..., self.context:self.context + H, self.context:self.context + W]
         _sync(x.device)
         self.seconds += time.perf_counter() - t0
         return out
+
+
+def _mirror_pad(t: torch.Tensor, pads: tuple[int, ...]) -> torch.Tensor:
+    """Reflect padding (left, right, top, bottom); edge replication where the image is too small to mirror."""
+    mode = "reflect" if max(pads[:2]) < t.shape[-1] and max(pads[2:]) < t.shape[-2] else "replicate"
+    return F.pad(t, pads, mode=mode)
 
 
 class SRPipeline:
@@ -84,6 +101,12 @@ class SRPipeline:
     (in LR pixels) bounds peak memory: the solver runs on the whole image (so the noise per
     pixel does not depend on tiling) while every network / autoencoder call is evaluated on
     overlapping tiles blended with raised-cosine weights that sum to one.
+
+    ``context_pad`` (network pixels; default: the model config's ``sampling.context_pad``, 0 for
+    the official models) mirrors that much of the image around it at every network call and
+    crops it off again, so the pixels at the image border are predicted from content on both
+    sides as everywhere else, not next to the network's zero padding. The bundled models use 16:
+    without it they leave faint artifacts along the border of flat, bright tiles.
     """
 
     def __init__(self, net: nn.Module, schedule: Union[ResShiftSchedule, ContinuousSchedule], *,
@@ -106,6 +129,7 @@ class SRPipeline:
         levels = len(params.get("channel_mult", (1, 2, 2, 4)))
         window = int(params.get("window_size", 8))
         self.net_multiple = window * 2 ** (levels - 1)  # at the network's resolution
+        self.context_pad = _check_context_pad(self.config.get("sampling", {}).get("context_pad", 0))
 
     def compile(self, **kwargs: Any) -> "SRPipeline":
         """Run the network through ``torch.compile(net, **kwargs)`` (e.g. ``mode="max-autotune"``); returns self.
@@ -172,7 +196,7 @@ class SRPipeline:
     def run(self, lr: torch.Tensor, *, solver: str = "heun", nfe: int = 15, rho: float = 1.0,
             seed: Optional[int] = 0, generator: Optional[torch.Generator] = None, schedule: Optional[str] = None,
             tile: Optional[int] = None, tile_overlap: int = 16, callback: Optional[Callable] = None,
-            **options: Any) -> SRResult:
+            context_pad: Optional[int] = None, **options: Any) -> SRResult:
         """Super-resolve ``lr`` and report NFE, grid and seconds (network / solver / autoencoder)."""
         if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or lr.shape[1] != 3:
             got = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
@@ -182,6 +206,7 @@ class SRPipeline:
         if not bool(torch.isfinite(lr).all()):
             raise ValueError("the LR input contains NaN/Inf")
         sched = self.schedule_for(schedule)
+        context = self.context_pad if context_pad is None else _check_context_pad(context_pad)
         h, w = lr.shape[-2:]
         lr = lr.to(self.device, torch.float32)
         m = self.lr_multiple
@@ -210,7 +235,7 @@ class SRPipeline:
         else:
             y, lq = y_pix, y_pix
 
-        timed = _TimedNet(self._forward, tile_net, overlap_net, self.net_multiple)
+        timed = _TimedNet(self._forward, tile_net, overlap_net, self.net_multiple, context)
         denoiser = NetworkDenoiser(timed, sched, lq=lq, latent=self.latent, normalize_input=self.normalize_input,
                                    predict=self.predict, y=y, autocast_dtype=self.autocast_dtype)
         _sync(self.device)
@@ -259,6 +284,12 @@ def _build_autoencoder(cfg: dict[str, Any]) -> nn.Module:
     from .vq import VQModelTorch
 
     return VQModelTorch(embed_dim=cfg["embed_dim"], n_embed=cfg["n_embed"], ddconfig=cfg["ddconfig"])
+
+
+def _check_context_pad(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"context_pad must be a whole number of network pixels >= 0, got {value!r}")
+    return value
 
 
 def build_pipeline(config: dict[str, Any], *, model_sd: Optional[dict[str, torch.Tensor]] = None,

@@ -35,10 +35,10 @@ MASK_LAYOUTS = ("official", "swin")
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm with 32 groups, computed in float32 whatever the input dtype."""
+    """GroupNorm with 32 groups (the official network; ``groups`` for narrow networks), computed in float32."""
 
-    def __init__(self, channels: int, eps: float = 1e-5) -> None:
-        super().__init__(32, channels, eps=eps)
+    def __init__(self, channels: int, eps: float = 1e-5, groups: int = 32) -> None:
+        super().__init__(groups, channels, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.float()).type(x.dtype)
@@ -164,7 +164,7 @@ class SwinBlock(nn.Module):
     """(Shifted-)window attention then feed-forward, both pre-norm residual, on NCHW features."""
 
     def __init__(self, dim: int, resolution: int, heads: int, window: int, shift: int, mlp_ratio: float,
-                 drop: float = 0.0, mask_layout: str = "official") -> None:
+                 drop: float = 0.0, mask_layout: str = "official", norm_groups: int = 32) -> None:
         super().__init__()
         if mask_layout not in MASK_LAYOUTS:
             raise ValueError(f"unknown shift mask layout {mask_layout!r}; expected one of {MASK_LAYOUTS}")
@@ -174,9 +174,9 @@ class SwinBlock(nn.Module):
             raise ValueError(f"shift {shift} must lie in [0, window {window})")
         self.window, self.shift, self.resolution = window, shift, resolution
         self.mask_layout = mask_layout
-        self.norm1 = GroupNorm32(dim)
+        self.norm1 = GroupNorm32(dim, groups=norm_groups)
         self.attn = WindowAttention(dim, window, heads, proj_drop=drop)
-        self.norm2 = GroupNorm32(dim)
+        self.norm2 = GroupNorm32(dim, groups=norm_groups)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         # Stored for checkpoint compatibility (the mask at the training resolution); forward
         # computes the mask for the actual size from ``mask_layout``, as the official code does.
@@ -239,10 +239,10 @@ class SwinBlock(nn.Module):
 class PatchEmbed(nn.Module):
     """1x1 convolution into the Swin width (patch size 1), optionally followed by GroupNorm."""
 
-    def __init__(self, in_channels: int, embed_dim: int, patch_norm: bool = False) -> None:
+    def __init__(self, in_channels: int, embed_dim: int, patch_norm: bool = False, norm_groups: int = 32) -> None:
         super().__init__()
         self.proj = nn.Conv2d(in_channels, embed_dim, 1)
-        self.norm = GroupNorm32(embed_dim) if patch_norm else nn.Identity()
+        self.norm = GroupNorm32(embed_dim, groups=norm_groups) if patch_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x))
@@ -251,10 +251,10 @@ class PatchEmbed(nn.Module):
 class PatchUnEmbed(nn.Module):
     """1x1 convolution back to the UNet width, optionally followed by GroupNorm."""
 
-    def __init__(self, out_channels: int, embed_dim: int, patch_norm: bool = False) -> None:
+    def __init__(self, out_channels: int, embed_dim: int, patch_norm: bool = False, norm_groups: int = 32) -> None:
         super().__init__()
         self.proj = nn.Conv2d(embed_dim, out_channels, 1)
-        self.norm = GroupNorm32(out_channels) if patch_norm else nn.Identity()
+        self.norm = GroupNorm32(out_channels, groups=norm_groups) if patch_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x))
@@ -265,13 +265,13 @@ class SwinLayer(nn.Module):
 
     def __init__(self, channels: int, embed_dim: int, heads: int, window: int, depth: int, resolution: int,
                  mlp_ratio: float, drop: float = 0.0, patch_norm: bool = False,
-                 mask_layout: str = "official") -> None:
+                 mask_layout: str = "official", norm_groups: int = 32) -> None:
         super().__init__()
-        self.patch_embed = PatchEmbed(channels, embed_dim, patch_norm)
-        self.patch_unembed = PatchUnEmbed(channels, embed_dim, patch_norm)
+        self.patch_embed = PatchEmbed(channels, embed_dim, patch_norm, norm_groups)
+        self.patch_unembed = PatchUnEmbed(channels, embed_dim, patch_norm, norm_groups)
         self.blocks = nn.ModuleList([
             SwinBlock(embed_dim, resolution, heads, window, 0 if i % 2 == 0 else window // 2, mlp_ratio,
-                      drop=drop, mask_layout=mask_layout)
+                      drop=drop, mask_layout=mask_layout, norm_groups=norm_groups)
             for i in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -43,15 +43,15 @@ class ResBlock(nn.Module):
     """Norm-SiLU-conv twice with a skip; the time embedding enters as FiLM scale/shift (or a bias)."""
 
     def __init__(self, channels: int, emb_channels: int, out_channels: Optional[int] = None, dropout: float = 0.0,
-                 use_scale_shift_norm: bool = False) -> None:
+                 use_scale_shift_norm: bool = False, norm_groups: int = 32) -> None:
         super().__init__()
         out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
-        self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(),
+        self.in_layers = nn.Sequential(GroupNorm32(channels, groups=norm_groups), nn.SiLU(),
                                        nn.Conv2d(channels, out_channels, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(),
                                         nn.Linear(emb_channels, (2 if use_scale_shift_norm else 1) * out_channels))
-        self.out_layers = nn.Sequential(GroupNorm32(out_channels), nn.SiLU(), nn.Dropout(dropout),
+        self.out_layers = nn.Sequential(GroupNorm32(out_channels, groups=norm_groups), nn.SiLU(), nn.Dropout(dropout),
                                         nn.Conv2d(out_channels, out_channels, 3, padding=1))
         # The residual branch starts at zero (official zero_module).
         nn.init.zeros_(self.out_layers[3].weight)
@@ -111,7 +111,14 @@ class TimestepEmbedSequential(nn.Sequential):
 
 
 class UNetModelSwin(nn.Module):
-    """ResShift's Swin-UNet; takes the official ``model.params`` unchanged."""
+    """ResShift's Swin-UNet; takes the official ``model.params`` unchanged.
+
+    ``norm_groups`` is not an official key: every GroupNorm has 32 groups unless it is set (the
+    official networks, 160 channels wide, have 5 channels per group). Narrow networks should
+    set it lower: at width 32, 32 groups is one channel per group, an instance norm that makes
+    the features of a flat image blow up its faint border and noise patterns. The state-dict
+    keys and shapes do not depend on it.
+    """
 
     def __init__(self, image_size: int, in_channels: int, model_channels: int, out_channels: int,
                  num_res_blocks: Union[int, Sequence[int]], attention_resolutions: Sequence[int],
@@ -120,7 +127,7 @@ class UNetModelSwin(nn.Module):
                  use_scale_shift_norm: bool = False, resblock_updown: bool = False, swin_depth: int = 2,
                  swin_embed_dim: int = 96, window_size: int = 8, mlp_ratio: float = 2.0, patch_norm: bool = False,
                  cond_lq: bool = True, cond_mask: bool = False, lq_size: int = 256,
-                 shift_mask_layout: str = "official") -> None:
+                 shift_mask_layout: str = "official", norm_groups: int = 32) -> None:
         super().__init__()
         # Settings the official realsr/bicsr networks never use and this port does not implement.
         if dims != 2:
@@ -132,6 +139,9 @@ class UNetModelSwin(nn.Module):
         if shift_mask_layout not in MASK_LAYOUTS:
             raise ValueError(f"shift_mask_layout must be one of {MASK_LAYOUTS}")
         levels = len(channel_mult)
+        widths = sorted({int(m * model_channels) for m in channel_mult} | {swin_embed_dim})
+        if norm_groups < 1 or any(w % norm_groups for w in widths):
+            raise ValueError(f"norm_groups {norm_groups} must divide every width of the network {widths}")
         blocks_per_level = [num_res_blocks] * levels if isinstance(num_res_blocks, int) else list(num_res_blocks)
         if len(blocks_per_level) != levels:
             raise ValueError(f"num_res_blocks has {len(blocks_per_level)} entries for {levels} levels")
@@ -178,10 +188,11 @@ class UNetModelSwin(nn.Module):
 
         def swin_layer(channels: int, resolution: int) -> SwinLayer:
             return SwinLayer(channels, swin_embed_dim, swin_heads, window_size, swin_depth, resolution, mlp_ratio,
-                             drop=dropout, patch_norm=patch_norm, mask_layout=shift_mask_layout)
+                             drop=dropout, patch_norm=patch_norm, mask_layout=shift_mask_layout,
+                             norm_groups=norm_groups)
 
         def res_block(channels: int, out: int) -> ResBlock:
-            return ResBlock(channels, emb_dim, out, dropout, use_scale_shift_norm)
+            return ResBlock(channels, emb_dim, out, dropout, use_scale_shift_norm, norm_groups)
 
         # Encoder: per level, num_res_blocks ResBlocks (a Swin layer after the first one at the
         # attention resolutions), then a downsample except at the last level.
@@ -223,7 +234,7 @@ class UNetModelSwin(nn.Module):
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
         # Output head (not zero-initialised, as in the official network).
-        self.out = nn.Sequential(GroupNorm32(ch), nn.SiLU(), nn.Conv2d(first_ch, out_channels, 3, padding=1))
+        self.out = nn.Sequential(GroupNorm32(ch, groups=norm_groups), nn.SiLU(), nn.Conv2d(first_ch, out_channels, 3, padding=1))
 
     @property
     def size_multiple(self) -> int:

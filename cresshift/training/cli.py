@@ -39,6 +39,9 @@ PREDICT_TYPES = ("xstart", "residual", "epsilon", "epsilon_scale")
               help="Network output type (from scratch; default xstart). Checkpoints keep their own.")
 @click.option("--loss-weight", type=click.Choice(["none", "bicubic"]), default="none", show_default=True,
               help="none: MSE(x0_hat, x0) (the paper); bicubic: per-crop MSE / (bicubic MSE + 1 grey level^2).")
+@click.option("--context-pad", type=click.IntRange(0, None), default=None,
+              help="Mirrored context around the image at sampling, in network pixels (stored with the model; "
+                   "default: the model's own, 16 for from-scratch models, 0 for official ones).")
 @click.option("--crop", type=click.IntRange(8, None), default=64, show_default=True, help="HR crop side (px).")
 @click.option("--sf", type=click.IntRange(1, 8), default=4, show_default=True, help="Scale factor.")
 @click.option("--degrade", is_flag=True, help="Light second-order LR degradation (blur sigma 0.2-1.2, noise <= 0.02).")
@@ -67,7 +70,8 @@ PREDICT_TYPES = ("xstart", "residual", "epsilon", "epsilon_scale")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def finetune(data: str, lr_data: Optional[str], val: str, out: str, init: str, preset: Optional[str],
              autoencoder: Optional[str], time_mode: str, schedule: str, a: Optional[float], lam: Optional[float],
-             kappa: Optional[float], min_noise_level: Optional[float], predict: Optional[str], loss_weight: str, crop: int, sf: int, degrade: bool,
+             kappa: Optional[float], min_noise_level: Optional[float], predict: Optional[str], loss_weight: str,
+             context_pad: Optional[int], crop: int, sf: int, degrade: bool,
              steps: int, batch: int, micro_batch: int, lr_: float, weight_decay: float, warmup: int, cosine: bool,
              ema: float, grad_clip: float, amp: Optional[str], seed: int, device: str, threads: Optional[int],
              val_every: int, val_solver: str, val_nfe: int, save_every: int, keep_last: int, resume: Optional[str],
@@ -83,7 +87,8 @@ def finetune(data: str, lr_data: Optional[str], val: str, out: str, init: str, p
 
     settings = TrainSettings(out=out, data=data, lr_data=lr_data, val=None if val == "none" else val, init=init,
                              preset=preset, autoencoder=autoencoder, time=time_mode, schedule=schedule, a=a, lam=lam,
-                             kappa=kappa, min_noise_level=min_noise_level, predict=predict, loss_weight=loss_weight, crop=crop, sf=sf, degrade=degrade,
+                             kappa=kappa, min_noise_level=min_noise_level, predict=predict, loss_weight=loss_weight,
+                             context_pad=context_pad, crop=crop, sf=sf, degrade=degrade,
                              steps=steps, batch=batch, micro_batch=micro_batch, lr=lr_, weight_decay=weight_decay,
                              warmup=warmup, cosine=cosine, ema=ema, grad_clip=grad_clip, amp=amp, seed=seed,
                              device=device, threads=threads, val_every=val_every, val_solver=val_solver,

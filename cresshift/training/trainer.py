@@ -38,6 +38,11 @@ __all__ = ["TrainSettings", "Trainer", "train"]
 _GREY_LEVEL_SQ = (2 / 255) ** 2  # one 8-bit grey level, squared, on the [-1, 1] scale
 
 
+# Network pixels of mirrored context around the image at sampling for from-scratch pixel models
+# (SRPipeline's context_pad): half the small network's size multiple (32), so sizes stay valid.
+SCRATCH_CONTEXT_PAD = 16
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Everything that defines a training run (stored with every checkpoint)."""
@@ -55,6 +60,7 @@ class TrainSettings:
     min_noise_level: Optional[float] = None  # override the preset's min_noise_level (from scratch)
     predict: Optional[str] = None        # output type; None: the model's own ("xstart" from scratch)
     loss_weight: str = "none"            # "none": MSE (the paper); "bicubic": per-crop MSE / (bicubic MSE + 1 grey level^2)
+    context_pad: Optional[int] = None    # mirrored border context at sampling (network px); None: the model's own (scratch: 16)
     time: str = "discrete"               # "discrete" | "continuous"
     schedule: str = "exp"                # continuous schedule: "exp" (fitted), "exact", "given" (a, lam)
     a: Optional[float] = None
@@ -95,6 +101,8 @@ class TrainSettings:
             raise ValueError(f"--crop {self.crop} is not divisible by the scale factor {self.sf}")
         if self.batch % self.micro_batch:
             raise ValueError(f"--batch {self.batch} is not a multiple of --micro-batch {self.micro_batch}")
+        if self.context_pad is not None and self.context_pad < 0:
+            raise ValueError(f"--context-pad must be >= 0, got {self.context_pad}")
         if self.min_noise_level is not None and not 0 < self.min_noise_level < 1:
             raise ValueError(f"--min-noise-level must be in (0, 1), got {self.min_noise_level}")
         if self.steps < 1 or self.lr <= 0:
@@ -163,7 +171,8 @@ class Trainer:
         if s.init == "scratch":
             params = small_pixel_config(image_size=s.crop, lq_size=s.crop, **s.model_overrides)
             config = {"model": {"class": "UNetModelSwin", "params": params}, "autoencoder": None,
-                      "diffusion": {**diffusion, "latent_flag": False}}
+                      "diffusion": {**diffusion, "latent_flag": False},
+                      "sampling": {"context_pad": SCRATCH_CONTEXT_PAD if s.context_pad is None else s.context_pad}}
             torch.manual_seed(s.seed)
             pipe = build_pipeline(config)
             if diffusion["predict_type"] == "residual":
@@ -176,6 +185,8 @@ class Trainer:
             config = dict(config)
             config["schedule"] = None  # the training schedule is decided by the settings
             self._refuse_diffusion_overrides(config["diffusion"], "a cresshift model")
+            if s.context_pad is not None:
+                config["sampling"] = {**config.get("sampling", {}), "context_pad": s.context_pad}
             return build_pipeline(config, model_sd=groups.get("model"), autoencoder_sd=groups.get("autoencoder"))
         if not Path(s.init).is_file():
             raise ValueError(f"--init {s.init!r} is neither 'scratch' nor an existing checkpoint file")
@@ -183,6 +194,8 @@ class Trainer:
         self._refuse_diffusion_overrides(preset["diffusion"], f"the official {s.preset}")
         config = {"model": {"class": "UNetModelSwin", "params": preset["model"]}, "autoencoder": preset["autoencoder"],
                   "diffusion": preset["diffusion"], "preset": s.preset}
+        if s.context_pad is not None:
+            config["sampling"] = {"context_pad": s.context_pad}
         ae_sd = load_official_state_dict(s.autoencoder) if s.autoencoder else None
         if preset["autoencoder"] and ae_sd is None:
             raise ValueError(f"preset {s.preset} is a latent model: pass --autoencoder autoencoder_vq_f4.pth")
