@@ -214,6 +214,7 @@ class BenchSettings:
     device: str = "auto"
     dtype: Optional[str] = None
     tile: Optional[int] = None
+    context_pad: Optional[int] = None  # mirrored border context (network px); None: each model's own
     out: Optional[str] = None
     fresh: bool = False
     command: str = ""
@@ -221,7 +222,7 @@ class BenchSettings:
     def identity(self) -> dict[str, Any]:
         """What must match for a rerun to reuse results in ``out``."""
         keys = ("model", "preset", "autoencoder", "baseline_model", "hr", "lr", "seed", "schedule", "lpips_net",
-                "lpips_backbone", "dtype", "tile")
+                "lpips_backbone", "dtype", "tile", "context_pad")
         out = {k: getattr(self, k) for k in keys}
         for k in ("model", "autoencoder", "baseline_model", "hr", "lr", "lpips_backbone"):
             if out[k] is not None and Path(out[k]).exists():  # the same files, wherever the run starts from
@@ -503,7 +504,7 @@ def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Option
                 res = p.pipe(row).run(lr[None], solver=row.solver, nfe=row.nfe,
                                       rho=row.rho if row.rho is not None else 1.0, seed=item.seed,
                                       schedule=row.schedule or settings.schedule, tile=settings.tile,
-                                      **dict(row.options))
+                                      context_pad=settings.context_pad, **dict(row.options))
                 seconds = time.perf_counter() - t0
                 sr = res.sr.float().cpu()
                 if tuple(sr.shape[-2:]) != tuple(hr.shape[-2:]):

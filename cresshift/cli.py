@@ -665,6 +665,8 @@ def _rho_value(text: str) -> float:
 @click.option("--fresh", is_flag=True, help="Discard the results already in --out.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Image i of the sorted data uses seed + i in every row.")
 @click.option("--tile", type=click.IntRange(8, None), default=None, help="Network tile in LR pixels.")
+@click.option("--context-pad", type=click.IntRange(0, None), default=None,
+              help="Mirrored border context in network pixels, every row [default: each model's own].")
 @click.option("--dry-run", is_flag=True, help="Check everything and print the planned rows, run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json on stdout instead of the table.")
 @_common_options
@@ -672,7 +674,8 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
           baseline_model: str, no_baseline: bool, hr: Optional[str], lr: Optional[str], limit: Optional[int],
           solvers: Optional[list[str]], rhos: Optional[list[float]], nfes: Optional[list[int]],
           solver_options: tuple[str, ...], schedule: str, lpips_net: str, lpips_backbone: Optional[str], out: str,
-          fresh: bool, seed: int, tile: Optional[int], dry_run: bool, as_json: bool, quiet: bool) -> None:
+          fresh: bool, seed: int, tile: Optional[int], context_pad: Optional[int], dry_run: bool, as_json: bool,
+          quiet: bool) -> None:
     """NFE-matched LPIPS / SSIM / PSNR table of solvers x rho x NFE.
 
     With no --solvers/--rhos/--nfe this is the paper's Table 1: a Baseline row (the Markov
@@ -706,8 +709,8 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
     settings = engine.BenchSettings(
         model=model, preset=preset, autoencoder=autoencoder, baseline_model=baseline_model, hr=hr, lr=lr, limit=limit,
         seed=seed, schedule=schedule, lpips_net=lpips_net, lpips_backbone=lpips_backbone, device=device,
-        dtype=None if dtype == "float32" else dtype, tile=tile, out=out, fresh=fresh,
-        command=engine.command_line(_INVOCATION))
+        dtype=None if dtype == "float32" else dtype, tile=tile, context_pad=context_pad, out=out,
+        fresh=fresh, command=engine.command_line(_INVOCATION))
     if dry_run:
         p = engine.plan(settings, rows)
         click.echo(f"{len(p.items)} images from {p.hr}; {len(p.rows)} rows:")

@@ -240,8 +240,20 @@ def test_cli_resume_reuses_and_refuses_another_runs_results(data, tmp_path):
     assert second.exit_code == 0 and "0 results computed, 2 reused" in second.stderr
     assert read_csv(tmp_path / "r" / "table.csv")[0]["psnr_y"]
     assert_error(run(*args, "--seed", "1"), "another run", "seed")
+    assert_error(run(*args, "--context-pad", "32"), "another run", "context_pad")
     fresh = run(*args, "--seed", "1", "--fresh")
     assert fresh.exit_code == 0 and "2 results computed, 0 reused" in fresh.stderr
+
+
+def test_context_pad_reaches_every_row(data, tmp_path):
+    """--context-pad changes the pixels the network sees: the numbers move, the row layout does not."""
+    args = ["bench", "--model", data["model"], "--hr", data["hr"], "--solvers", "ddim", "--rhos", "1", "--nfe", "3",
+            "--no-baseline"]
+    plain, padded = run(*args, "--out", tmp_path / "a"), run(*args, "--out", tmp_path / "b", "--context-pad", "32")
+    assert plain.exit_code == 0 and padded.exit_code == 0, (plain.stderr, padded.stderr)
+    a, b = read_csv(tmp_path / "a" / "table.csv"), read_csv(tmp_path / "b" / "table.csv")
+    assert [r["solver"] for r in a] == [r["solver"] for r in b]
+    assert a[0]["psnr_y"] != b[0]["psnr_y"]
 
 
 # --- seeds -------------------------------------------------------------------------------------
