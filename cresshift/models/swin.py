@@ -35,7 +35,7 @@ MASK_LAYOUTS = ("official", "swin")
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm with 32 groups (the official network; ``groups`` for narrow networks), computed in float32."""
+    """GroupNorm with 32 groups as in the official network (``groups`` changes it), computed in float32."""
 
     def __init__(self, channels: int, eps: float = 1e-5, groups: int = 32) -> None:
         super().__init__(groups, channels, eps=eps)

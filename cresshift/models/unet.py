@@ -114,10 +114,9 @@ class UNetModelSwin(nn.Module):
     """ResShift's Swin-UNet; takes the official ``model.params`` unchanged.
 
     ``norm_groups`` is not an official key: every GroupNorm has 32 groups unless it is set (the
-    official networks, 160 channels wide, have 5 channels per group). Narrow networks should
-    set it lower: at width 32, 32 groups is one channel per group, an instance norm that makes
-    the features of a flat image blow up its faint border and noise patterns. The state-dict
-    keys and shapes do not depend on it.
+    official networks, 160 channels wide, have 5 channels per group; at width 32 it is one
+    channel per group). The state-dict keys and shapes do not depend on it. On the bundled
+    small network 8 groups trained worse than 32 (``benchmarks/logs/README.md``).
     """
 
     def __init__(self, image_size: int, in_channels: int, model_channels: int, out_channels: int,
