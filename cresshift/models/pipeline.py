@@ -106,7 +106,7 @@ class SRPipeline:
     the official models) mirrors that much of the image around it at every network call and
     crops it off again, so the pixels at the image border are predicted from content on both
     sides as everywhere else, not next to the network's zero padding. The bundled models use 16:
-    without it they leave faint artifacts along the border of flat, bright tiles.
+    without it they leave a faint rim along the border of flat tiles.
     """
 
     def __init__(self, net: nn.Module, schedule: Union[ResShiftSchedule, ContinuousSchedule], *,
