@@ -2,13 +2,18 @@
 
 1. ``discrete``: trained from scratch with discrete t (the original ResShift recipe);
 2. ``continuous``: fine-tuned from it with continuous t ~ U(1/T, 1) and the exp-alpha schedule
-   fitted to the same table (the paper's §3.1 recipe).
+   fitted to the same table (the paper's §3.1 recipe), training only the time conditioning
+   (``time_embed`` and every block's ``emb_layers``, 13 % of the weights): on five photographs
+   all-parameter fine-tuning overfits (``cresshift/bundled/README.md``; the paper's is
+   ``--trainable-finetune all``).
 Small pixel-space Swin-UNet, x4 SR on 64x64 HR crops of the photographs shipped in
 scikit-image/scikit-learn (test photographs held out, ``cresshift/data/PHOTOS.md``). Each
 phase keeps its best EMA checkpoint by validation PSNR-Y on the validation photograph (never
 the test photographs). The log goes to stderr and to ``--log``.
 
-    python benchmarks/train_bundled.py --install      # 20-30 min on a 2-core CPU
+    python benchmarks/train_bundled.py --install      # about 25 min on a 2-core CPU
+    python benchmarks/train_bundled.py --phases 2 --init-discrete cresshift/bundled/discrete.safetensors \
+        --log benchmarks/logs/train_bundled_phase2.log --install   # phase 2 alone, from the shipped baseline
 """
 from __future__ import annotations
 
@@ -70,6 +75,11 @@ def main() -> None:
                     help="per-crop MSE weight; bicubic: MSE / (bicubic MSE + 1 grey level^2), see cresshift/bundled/README.md")
     ap.add_argument("--continuous-schedule", default="exp", choices=["exp", "exact"],
                     help="eta(t) of phase 2: exp (the paper's alpha(t) fitted to the table) or exact (keeps the table's marginals)")
+    ap.add_argument("--trainable-finetune", default="time", choices=["all", "time"],
+                    help="parameters phase 2 trains: only the time conditioning (time_embed, emb_layers), or all")
+    ap.add_argument("--val-every-finetune", type=int, default=50, help="validation (and checkpoint) interval of phase 2")
+    ap.add_argument("--init-discrete", default=None,
+                    help="phase 2 starts from this discrete model (default: phase 1's best in --out)")
     ap.add_argument("--phases", default="12", help="which phases to run: 1, 2 or 12")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--micro-batch", type=int, default=8)
@@ -102,12 +112,14 @@ def main() -> None:
         t1 = time.perf_counter()
         print(f"# phase 1 done in {(t1 - t0) / 60:.1f} min: {json.dumps(r1)}", file=sys.stderr)
     if "2" in args.phases:
-        print(f"# phase 2: continuous t ({args.continuous_schedule} schedule), {args.steps_continuous} steps from phase 1's best",
-              file=sys.stderr)
+        start = args.init_discrete or "phase 1's best"
+        print(f"# phase 2: continuous t ({args.continuous_schedule} schedule), {args.steps_continuous} steps, trains "
+              f"{args.trainable_finetune} parameters, from {start}", file=sys.stderr)
         r2 = train(TrainSettings(out=str(out / "continuous"), time="continuous", schedule=args.continuous_schedule,
-                                 init=str(out / "discrete" / "best.safetensors"), steps=args.steps_continuous,
+                                 init=args.init_discrete or str(out / "discrete" / "best.safetensors"), steps=args.steps_continuous,
                                  lr=args.lr_finetune, warmup=0, cosine=True, val_solver=args.val_solver, val_nfe=15,
-                                 **common))
+                                 trainable=args.trainable_finetune,
+                                 **{**common, "val_every": args.val_every_finetune, "save_every": args.val_every_finetune}))
         t2 = time.perf_counter()
         print(f"# phase 2 done in {(t2 - t1) / 60:.1f} min: {json.dumps(r2)}", file=sys.stderr)
     print(f"# total {(time.perf_counter() - t0) / 60:.1f} min on {args.device} ({torch.get_num_threads()} threads)",
@@ -115,7 +127,8 @@ def main() -> None:
     if args.install:
         dest = ROOT / "cresshift" / "bundled"
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("discrete", "continuous"):  # atomically: a failed copy never leaves a half-written model
+        trained = [name for phase, name in (("1", "discrete"), ("2", "continuous")) if phase in args.phases]
+        for name in trained:  # atomically: a failed copy never leaves a half-written model
             src = out / name / "best.safetensors"
             atomic_write(dest / f"{name}.safetensors", lambda tmp, src=src: shutil.copyfile(src, tmp))
         from cresshift.data.photos import write_test_tiles

@@ -18,6 +18,7 @@ records are gathered on rank 0 (gloo on CPU, NCCL on CUDA), which builds the tab
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -227,7 +228,27 @@ class BenchSettings:
         for k in ("model", "autoencoder", "baseline_model", "hr", "lr", "lpips_backbone"):
             if out[k] is not None and Path(out[k]).exists():  # the same files, wherever the run starts from
                 out[k] = str(Path(out[k]).resolve())
+        for k in ("model", "autoencoder", "baseline_model"):  # the same weights: a file replaced in place is another run
+            out[f"{k}_sha256"] = _weights_digest(getattr(self, k))
         return out
+
+
+def _weights_digest(name: Optional[str]) -> Optional[str]:
+    """sha256 of a weights file (``bundled`` / ``bundled-discrete`` resolved to the package's file); None if there is none."""
+    if name is None:
+        return None
+    path = Path(name)
+    if not path.is_file():
+        from .models.pipeline import BUNDLED, bundled_path
+
+        if name not in BUNDLED or not bundled_path(name).is_file():
+            return None
+        path = bundled_path(name)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass

@@ -243,6 +243,13 @@ def test_cli_resume_reuses_and_refuses_another_runs_results(data, tmp_path):
     assert_error(run(*args, "--context-pad", "32"), "another run", "context_pad")
     fresh = run(*args, "--seed", "1", "--fresh")
     assert fresh.exit_code == 0 and "2 results computed, 0 reused" in fresh.stderr
+    # new weights under the same file name (a retrained model installed in place) are another run too
+    model = make_tiny_model(tmp_path / "m.safetensors")
+    args_m = ["bench", "--model", model, "--hr", data["hr"], "--solvers", "euler", "--rhos", "1", "--nfe", "2",
+              "--no-baseline", "--out", tmp_path / "m"]
+    assert run(*args_m).exit_code == 0
+    make_tiny_model(model, seed=1)
+    assert_error(run(*args_m), "another run", "model_sha256")
 
 
 def test_context_pad_reaches_every_row(data, tmp_path):

@@ -297,6 +297,39 @@ def test_context_pad_is_stored_with_the_model(photo_folder, tmp_path):
         Trainer(tiny(photo_folder, tmp_path / "o5", context_pad=-1))
 
 
+def test_trainable_time_moves_only_the_time_conditioning(photo_folder, tmp_path):
+    """--trainable time: time_embed and every emb_layers change, every other weight (and its EMA) stays bit-identical."""
+    from cresshift.training.trainer import is_time_parameter
+
+    # a briefly trained start (from scratch every block's last convolution is zero, so no gradient reaches emb_layers)
+    first = Trainer(tiny(photo_folder, tmp_path / "a", predict="xstart", time="continuous", schedule="exact"))
+    for _ in range(3):
+        first.train_step()
+    start = tmp_path / "start.safetensors"
+    first.export_pipeline().save(start)
+    tr = Trainer(tiny(photo_folder, tmp_path / "o", init=str(start), time="continuous", schedule="exact",
+                      trainable="time", lr=1e-2))
+    before = {n: p.detach().clone() for n, p in tr.net.named_parameters()}
+    time_names = {n for n in before if is_time_parameter(n)}
+    assert time_names and len(time_names) < len(before)
+    assert {n for n in before if n.startswith("time_embed.")} <= time_names
+    assert all(".emb_layers." in n for n in time_names - {n for n in before if n.startswith("time_embed.")})
+    for _ in range(3):
+        tr.train_step()
+    after = dict(tr.net.named_parameters())
+    ema = dict(tr.ema.named_parameters())
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed == time_names
+    assert all(torch.equal(ema[n], before[n]) for n in before if n not in time_names)
+    assert not any(torch.equal(ema[n], before[n]) for n in time_names)
+    assert {id(p) for g in tr.opt.param_groups for p in g["params"]} == {id(after[n]) for n in time_names}
+    # a resume file from a run that trained all parameters is refused
+    with pytest.raises(ValueError, match="trainable"):
+        tr.resume(first.save())
+    with pytest.raises(ValueError, match="--trainable must be all or time"):
+        Trainer(tiny(photo_folder, tmp_path / "b", trainable="norms"))
+
+
 def test_finetune_command_reports_bad_input_in_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -317,6 +350,9 @@ def test_finetune_command_trains_and_resumes(photo_folder, tmp_path):
     res = CliRunner().invoke(finetune, args + ["--steps", "3", "--resume", "auto"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "ckpt-0000003.pt").is_file()
+    # --trainable reaches the settings: resuming an all-parameter run with it is refused in one line
+    res = CliRunner().invoke(finetune, args + ["--steps", "4", "--resume", "auto", "--trainable", "time"])
+    assert res.exit_code != 0 and "trainable='all'" in res.output and not (tmp_path / "ckpt-0000004.pt").exists()
 
 
 def _bundled_or_skip(name: str) -> Path:
@@ -340,8 +376,14 @@ def test_bundled_models_load_and_super_resolve(name):
     assert pipe.latent is False and pipe.sf == 4
     training = pipe.config["training"]
     assert training["settings"]["time"] == ("continuous" if name == "bundled" else "discrete")
-    if name == "bundled":  # the paper's model: continuous t with the fitted exp-alpha schedule
-        assert pipe.config["schedule"]["type"] == "exp"
+    if name == "bundled":  # continuous t on the fitted exp-alpha schedule, only the time conditioning trained
+        from cresshift.training.trainer import is_time_parameter
+
+        assert pipe.config["schedule"]["type"] == "exp" and training["settings"]["trainable"] == "time"
+        base = cresshift.load_pipeline("bundled-discrete").net.state_dict()
+        own = pipe.net.state_dict()
+        assert all(torch.equal(own[k], base[k]) for k in base if not is_time_parameter(k))
+        assert not all(torch.equal(own[k], base[k]) for k in base if is_time_parameter(k))
     else:
         assert pipe.config["schedule"] is None
     tiles = list_images([path.parent / "testset"])

@@ -29,6 +29,9 @@ PREDICT_TYPES = ("xstart", "residual", "epsilon", "epsilon_scale")
               show_default=True, help="discrete: k ~ U{1..T} (official); continuous: t ~ U(1/T, 1) (the paper).")
 @click.option("--schedule", type=click.Choice(["exp", "exact", "given"]), default="exp", show_default=True,
               help="Continuous eta(t): exp (exp-alpha fitted to the table), exact, given (--a/--lam).")
+@click.option("--trainable", type=click.Choice(["all", "time"]), default="all", show_default=True,
+              help="Parameters trained: all, or only the time conditioning (time_embed and every block's emb_layers; "
+                   "the bundled continuous model's recipe).")
 @click.option("--a", type=float, default=None, help="alpha(t) = a (exp(lam t) - 1): a (with --schedule given).")
 @click.option("--lam", type=float, default=None, help="alpha(t) = a (exp(lam t) - 1): lam (with --schedule given).")
 @click.option("--kappa", type=click.FloatRange(0, None, min_open=True), default=None,
@@ -69,7 +72,7 @@ PREDICT_TYPES = ("xstart", "residual", "epsilon", "epsilon_scale")
 @click.option("--resume", default=None, help="A ckpt-*.pt to continue from, or 'auto' (the newest in --out).")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def finetune(data: str, lr_data: Optional[str], val: str, out: str, init: str, preset: Optional[str],
-             autoencoder: Optional[str], time_mode: str, schedule: str, a: Optional[float], lam: Optional[float],
+             autoencoder: Optional[str], time_mode: str, schedule: str, trainable: str, a: Optional[float], lam: Optional[float],
              kappa: Optional[float], min_noise_level: Optional[float], predict: Optional[str], loss_weight: str,
              context_pad: Optional[int], crop: int, sf: int, degrade: bool,
              steps: int, batch: int, micro_batch: int, lr_: float, weight_decay: float, warmup: int, cosine: bool,
@@ -86,7 +89,8 @@ def finetune(data: str, lr_data: Optional[str], val: str, out: str, init: str, p
     from .trainer import TrainSettings, train
 
     settings = TrainSettings(out=out, data=data, lr_data=lr_data, val=None if val == "none" else val, init=init,
-                             preset=preset, autoencoder=autoencoder, time=time_mode, schedule=schedule, a=a, lam=lam,
+                             preset=preset, autoencoder=autoencoder, time=time_mode, schedule=schedule, trainable=trainable,
+                             a=a, lam=lam,
                              kappa=kappa, min_noise_level=min_noise_level, predict=predict, loss_weight=loss_weight,
                              context_pad=context_pad, crop=crop, sf=sf, degrade=degrade,
                              steps=steps, batch=batch, micro_batch=micro_batch, lr=lr_, weight_decay=weight_decay,

@@ -62,6 +62,7 @@ class TrainSettings:
     loss_weight: str = "none"            # "none": MSE (the paper); "bicubic": per-crop MSE / (bicubic MSE + 1 grey level^2)
     context_pad: Optional[int] = None    # mirrored border context at sampling (network px); None: the model's own (scratch: 16)
     time: str = "discrete"               # "discrete" | "continuous"
+    trainable: str = "all"               # "all" | "time": only the time conditioning (time_embed, every emb_layers)
     schedule: str = "exp"                # continuous schedule: "exp" (fitted), "exact", "given" (a, lam)
     a: Optional[float] = None
     lam: Optional[float] = None
@@ -93,6 +94,8 @@ class TrainSettings:
             raise ValueError(f"--loss-weight must be none or bicubic, got {self.loss_weight!r}")
         if self.time not in ("discrete", "continuous"):
             raise ValueError(f"--time must be discrete or continuous, got {self.time!r}")
+        if self.trainable not in ("all", "time"):
+            raise ValueError(f"--trainable must be all or time, got {self.trainable!r}")
         if self.schedule not in ("exp", "exact", "given"):
             raise ValueError(f"--schedule must be exp, exact or given, got {self.schedule!r}")
         if self.schedule == "given" and (self.a is None or self.lam is None):
@@ -109,6 +112,12 @@ class TrainSettings:
             raise ValueError("--steps and --lr must be positive")
         if self.init.endswith(".pth") and not self.preset:
             raise ValueError(f"{self.init} is an official checkpoint: pass --preset")
+
+
+def is_time_parameter(name: str) -> bool:
+    """Whether a UNetModelSwin parameter belongs to the time conditioning (``time_embed``, ``emb_layers``)."""
+    parts = name.split(".")
+    return parts[0] == "time_embed" or "emb_layers" in parts
 
 
 def _versions() -> dict[str, str]:
@@ -142,13 +151,14 @@ class Trainer:
 
         self.pipe = self._build_model()
         self.net: nn.Module = self.pipe.net.to(self.device).train()
+        self._freeze(settings.trainable)
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.autoencoder = self.pipe.autoencoder
         self.discrete = ResShiftSchedule.from_config(self.pipe.config["diffusion"])
         self.schedule = self._train_schedule()
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                     if self.world > 1 else None)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        self.opt = torch.optim.AdamW(self.trainable_parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=settings.amp == "fp16" and self.device.type == "cuda")
         self.sampler = self._build_data()
         self.noise = torch.Generator().manual_seed(settings.seed * 1000 + 17 + self.rank)
@@ -160,6 +170,23 @@ class Trainer:
         self.out = Path(settings.out)
 
     # --- construction --------------------------------------------------------------------
+    def _freeze(self, trainable: str) -> None:
+        """``time``: train only the time conditioning (the embedding MLP and each block's projection of it).
+
+        Continuous-t fine-tuning has to teach the network the times between the trained grid
+        points; the rest of the network keeps the discrete model's weights, so a small dataset
+        cannot pull the image layers away from them (cresshift/bundled/README.md).
+        """
+        if trainable == "all":
+            return
+        names = [n for n, p in self.net.named_parameters() if p.requires_grad_(is_time_parameter(n)).requires_grad]
+        if not names:
+            raise ValueError(f"--trainable {trainable}: this network has no time-conditioning parameters "
+                             "(time_embed / emb_layers); use --trainable all")
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.net.parameters() if p.requires_grad]
+
     def _build_model(self) -> SRPipeline:
         s = self.s
         diffusion = {**ResShiftSchedule.from_config(s.schedule_preset).to_config(), "sf": s.sf,
@@ -313,7 +340,7 @@ class Trainer:
             total += float(loss.detach())
         self.scaler.unscale_(self.opt)
         if self.s.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.s.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.s.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
@@ -414,7 +441,7 @@ class Trainer:
         if st.get("diffusion_config") != json.dumps(self.pipe.config["diffusion"], sort_keys=True):
             raise ValueError(f"{path} was written for another diffusion (kappa, schedule or output type)")
         old = json.loads(st["settings"])
-        keys = ["time", "crop", "sf", "batch", "micro_batch", "seed", "loss_weight", "degrade"]
+        keys = ["time", "crop", "sf", "batch", "micro_batch", "seed", "loss_weight", "degrade", "trainable"]
         if self.s.time == "continuous":
             keys += ["schedule", "a", "lam"]
         for k in keys:
