@@ -324,8 +324,21 @@ def test_trainable_time_moves_only_the_time_conditioning(photo_folder, tmp_path)
     assert not any(torch.equal(ema[n], before[n]) for n in time_names)
     assert {id(p) for g in tr.opt.param_groups for p in g["params"]} == {id(after[n]) for n in time_names}
     # a resume file from a run that trained all parameters is refused
+    ckpt = first.save()
     with pytest.raises(ValueError, match="trainable"):
-        tr.resume(first.save())
+        tr.resume(ckpt)
+    # checkpoints written before --trainable existed count as "all"
+    st = torch.load(ckpt, map_location="cpu", weights_only=True)
+    settings = json.loads(st["settings"])
+    del settings["trainable"]
+    st["settings"] = json.dumps(settings)
+    older = tmp_path / "older.pt"
+    torch.save(st, older)
+    again = Trainer(tiny(photo_folder, tmp_path / "a2", predict="xstart", time="continuous", schedule="exact"))
+    again.resume(older)
+    assert again.step == first.step
+    with pytest.raises(ValueError, match="trainable='all'"):
+        tr.resume(older)
     with pytest.raises(ValueError, match="--trainable must be all or time"):
         Trainer(tiny(photo_folder, tmp_path / "b", trainable="norms"))
 

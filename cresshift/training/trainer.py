@@ -179,8 +179,9 @@ class Trainer:
         """
         if trainable == "all":
             return
-        names = [n for n, p in self.net.named_parameters() if p.requires_grad_(is_time_parameter(n)).requires_grad]
-        if not names:
+        for name, p in self.net.named_parameters():
+            p.requires_grad_(is_time_parameter(name))
+        if not self.trainable_parameters():
             raise ValueError(f"--trainable {trainable}: this network has no time-conditioning parameters "
                              "(time_embed / emb_layers); use --trainable all")
 
@@ -444,9 +445,11 @@ class Trainer:
         keys = ["time", "crop", "sf", "batch", "micro_batch", "seed", "loss_weight", "degrade", "trainable"]
         if self.s.time == "continuous":
             keys += ["schedule", "a", "lam"]
+        written_before = {"trainable": "all"}  # settings added later: what checkpoints without them did
         for k in keys:
-            if old.get(k) != getattr(self.s, k):
-                raise ValueError(f"{path} was trained with {k}={old.get(k)!r}, these settings say {getattr(self.s, k)!r}")
+            if old.get(k, written_before.get(k)) != getattr(self.s, k):
+                raise ValueError(f"{path} was trained with {k}={old.get(k, written_before.get(k))!r}, "
+                                 f"these settings say {getattr(self.s, k)!r}")
         if int(st.get("world_size", 1)) != self.world:
             raise ValueError(f"{path} was written by {st.get('world_size', 1)} processes; resume it with the same number "
                              f"(got {self.world}) so that every rank continues its own data order")
