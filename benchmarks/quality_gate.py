@@ -41,6 +41,9 @@ def main() -> int:
     ap.add_argument("--figure", default=None)
     ap.add_argument("--context-pad", type=int, default=None,
                     help="mirrored border context in network pixels (default: each model's own; 0 = none)")
+    ap.add_argument("--continuous-schedule", default=None, choices=["exact", "exp", "paper"],
+                    help="schedule the continuous model's rows sample on (default: its own; e.g. exp with "
+                         "--continuous bundled-discrete: the discrete weights on the fitted exp-alpha schedule)")
     args = ap.parse_args()
     if args.context_pad is not None and args.context_pad < 0:
         ap.error(f"--context-pad must be >= 0, got {args.context_pad}")
@@ -57,17 +60,19 @@ def main() -> int:
     rows: list[tuple[str, str, str, int, torch.Tensor]] = [("bicubic", "-", "-", 0, bic)]
     r = disc.run(lr, solver="markov", nfe=args.nfe, seed=args.seed, **ctx)
     rows.append(("discrete (baseline)", "markov", "-", r.nfe, r.sr.cpu()))
-    r = cont.run(lr, solver="markov", nfe=args.nfe, seed=args.seed, **ctx)
+    cctx = {**ctx, "schedule": args.continuous_schedule}
+    r = cont.run(lr, solver="markov", nfe=args.nfe, seed=args.seed, **cctx)
     rows.append(("continuous", "markov", "-", r.nfe, r.sr.cpu()))
     for solver, rho in ODE_ROWS:
-        r = cont.run(lr, solver=solver, nfe=args.nfe, rho=rho, seed=args.seed, **ctx)
+        r = cont.run(lr, solver=solver, nfe=args.nfe, rho=rho, seed=args.seed, **cctx)
         rows.append(("continuous", solver, f"{rho:g}", r.nfe, r.sr.cpu()))
 
     lp_head = f" {lpips.name} |" if lpips.available else ""
     lines = [f"{len(paths)} held-out test tiles (64x64 HR, x4) from {Path(args.tiles).name}/; NFE {args.nfe}; "
              f"seed {args.seed}; mirrored border context {disc.context_pad if args.context_pad is None else args.context_pad} / "
              f"{cont.context_pad if args.context_pad is None else args.context_pad} px (discrete / continuous); "
-             f"PSNR-Y / SSIM-Y on uint8-rounded Y (design §8)"
+             + (f"continuous rows on the {args.continuous_schedule} schedule; " if args.continuous_schedule else "")
+             + f"PSNR-Y / SSIM-Y on uint8-rounded Y (design §8)"
              + ("" if lpips.available else f"; LPIPS not computed ({lpips.reason})"), "",
              f"| model | solver | rho | NFE | PSNR-Y (dB) | SSIM-Y |{lp_head}",
              "|---|---|---|---|---|---|" + ("---|" if lpips.available else "")]
