@@ -69,9 +69,9 @@ def test_exact_inverse_and_derivative(v1):
     tt = np.array([0.03, 0.2, 0.5, 0.9])
     fd = (e.eta(tt + 1e-6) - e.eta(tt - 1e-6)) / 2e-6
     np.testing.assert_allclose(e.alpha(tt), fd, rtol=1e-6)
-    # The rate diverges at 1/T from above (power < 1): the reason t-stepping defaults to eta.
+    # The rate diverges at 1/T from above (power < 1): the reason t-stepping defaults to sqrt(eta).
     assert e.alpha(1 / 15 + 1e-12) > 1e3
-    assert e.default_variable == "eta"
+    assert e.default_variable == "sqrt_eta"
 
 
 def test_exact_pchip_fallback(v1):

@@ -37,7 +37,7 @@ def test_exact_solution_is_exact(problem):
 
 
 @pytest.mark.parametrize("solver,order,nfes", [("euler", 1, [21, 41, 81]), ("heun", 2, [21, 41, 81])])
-@pytest.mark.parametrize("variable", ["t", "eta"])
+@pytest.mark.parametrize("variable", ["t", "eta", "sqrt_eta"])
 def test_convergence_order(problem, solver, order, nfes, variable):
     P, x_T, y, exact = problem
     steps, errs = [], []
@@ -273,3 +273,40 @@ def test_nan_stops_with_step(problem, solver):
         return out * float("nan") if len(calls) == 3 else out
     with pytest.raises(NonFiniteError, match=r"NaN/Inf at step \d+ \(t = .*network call 3"):
         sample(bad, y, P.schedule, solver=solver, nfe=9, x_T=x_T)
+
+
+def test_heun_on_the_exact_schedule_is_stable_in_sqrt_eta_and_warns_in_eta(v1):
+    """Heun's last step to eta(1/T) is stiff in eta: the noise factor is checked against the flow's, and the result.
+
+    The noise part n = kappa sqrt(eta) z obeys dn/deta = n / (2 eta): on realsr-v1's exact
+    continuation at rho -8 Heun multiplies it by about -43 in eta (the flow: 0.05), exactly in
+    sqrt(eta). The exact Gaussian problem shows the cost, and eta warns in one line.
+    """
+    import warnings
+
+    from cresshift.grids import rho_grid
+    from cresshift.solvers.base import Variable
+    from cresshift.solvers.ode import UnstableStepWarning, grid_tables, heun_noise_factors
+
+    sched = ExactSchedule(v1)
+    assert sched.default_variable == "sqrt_eta"
+    ts = rho_grid(8, -8.0, sched.t_min)
+    for name, worst in [("eta", 40.0), ("sqrt_eta", None)]:
+        var = Variable(name)
+        etas, alphas, coords = grid_tables(sched, ts, var)
+        heun, flow = heun_noise_factors(etas, alphas, coords, var, sched.kappa)
+        np.testing.assert_allclose(flow, np.sqrt(etas[1:] / etas[:-1]), rtol=1e-12)
+        if worst is None:
+            np.testing.assert_allclose(heun, flow, rtol=1e-9)   # linear in u: the trapezoid is exact
+        else:
+            assert heun[-1] < -worst and np.all(np.abs(heun[:-1]) < 1)
+    P = GaussianProblem(sched, dim=64, seed=0)
+    x_T = P.prior(128, seed=1)
+    y = P.y.expand_as(x_T)
+    exact = P.exact_output(x_T, 1.0, sched.t_min)
+    with pytest.warns(UnstableStepWarning, match="heun step 7 of 7"):
+        in_eta = sample(P.denoiser, y, sched, solver="heun", nfe=15, rho=-8.0, x_T=x_T, variable="eta")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnstableStepWarning)
+        default = sample(P.denoiser, y, sched, solver="heun", nfe=15, rho=-8.0, x_T=x_T)
+    assert rms(default.x, exact) < 0.5 * rms(in_eta.x, exact)

@@ -182,11 +182,12 @@ class ExactSchedule(ContinuousSchedule):
     ``sqrt_eta(tau) = sqrt_eta_1 (etas_end / sqrt_eta_1) ** ((tau / (T-1)) ** power)``; below
     t = 1/T it continues as ``eta_1 (T t)^2`` down to eta(0) = 0. Its rate alpha(t) diverges
     (integrably) at t = 1/T from above when power < 1, so t-stepping solvers default to the
-    eta variable on it. Given a bare table (no formula), it falls back to a monotone PCHIP
+    sqrt(eta) variable on it (in eta, Heun's last step is unstable for the noise part of x:
+    ``cresshift.solvers.ode.heun_noise_factors``). Given a bare table (no formula), it falls back to a monotone PCHIP
     interpolant through (0, 0), (k/T, eta_k).
     """
 
-    default_variable = "eta"
+    default_variable = "sqrt_eta"
 
     def __init__(self, discrete: ResShiftSchedule | Sequence[float], kappa: float | None = None) -> None:
         if isinstance(discrete, ResShiftSchedule):

@@ -20,6 +20,8 @@ def _t_of_coord(schedule: ContinuousSchedule, variable: str, c: float) -> tuple[
         return c, float(schedule.eta(c))
     if variable == "eta":
         return float(schedule.t_of_eta(c)), c
+    if variable == "sqrt_eta":
+        return float(schedule.t_of_eta(c * c)), c * c
     # sigma~ = kappa q / (1 - q^2) with q = sqrt(eta)  =>  sigma q^2 + kappa q - sigma = 0.
     k = schedule.kappa
     q = (-k + math.sqrt(k * k + 4 * c * c)) / (2 * c)

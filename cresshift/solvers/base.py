@@ -81,12 +81,16 @@ class Variable:
     * ``t``: state x, coordinate t, dx/dt = alpha(t) dx/deta (the paper's eq. 1);
     * ``eta``: state x, coordinate eta, dx/deta (no alpha: the same ODE, free of alpha's shape);
     * ``sigma``: the exact change of variables to the EDM ODE, state x~ = (x - y) / (1 - eta),
-      coordinate sigma~ = kappa sqrt(eta) / (1 - eta), dx~/dsigma~ = (x~ - D~) / sigma~.
+      coordinate sigma~ = kappa sqrt(eta) / (1 - eta), dx~/dsigma~ = (x~ - D~) / sigma~;
+    * ``sqrt_eta``: state x, coordinate u = sqrt(eta), dx/du = 2 u dx/deta. The noise part of x
+      (kappa u z) is linear in u, so Euler and Heun carry it exactly; in eta it is stiff near
+      eta(1/T) (rate 1 / (2 eta)), where Heun's last step can multiply it by -40 on
+      realsr-v1's exact continuation (``cresshift.solvers.ode.heun_noise_factors``).
     """
 
     def __init__(self, name: str) -> None:
-        if name not in ("t", "eta", "sigma"):
-            raise ValueError(f"unknown integration variable {name!r}; valid: t, eta, sigma")
+        if name not in VARIABLES:
+            raise ValueError(f"unknown integration variable {name!r}; valid: {', '.join(VARIABLES)}")
         self.name = name
 
     def coords(self, ts: np.ndarray, etas: np.ndarray, kappa: float) -> np.ndarray:
@@ -95,6 +99,8 @@ class Variable:
             return np.asarray(ts, np.float64)
         if self.name == "eta":
             return np.asarray(etas, np.float64)
+        if self.name == "sqrt_eta":
+            return np.sqrt(np.asarray(etas, np.float64))
         return edm_sigma(np.asarray(etas, np.float64), kappa)
 
     def to_state(self, x: torch.Tensor, y: torch.Tensor, eta: float) -> torch.Tensor:
@@ -109,7 +115,9 @@ class Variable:
         if self.name == "sigma":
             return (z - (x0_hat - y)) / coord
         v = x0_to_velocity(z, x0_hat, y, eta)
+        if self.name == "sqrt_eta":
+            return 2 * coord * v
         return alpha * v if self.name == "t" else v
 
 
-VARIABLES = ("t", "eta", "sigma")
+VARIABLES = ("t", "eta", "sigma", "sqrt_eta")

@@ -1,6 +1,7 @@
 """Euler and Heun for the probability-flow ODE (the paper's solvers), in a chosen variable."""
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -9,7 +10,11 @@ import torch
 from ..schedules import ContinuousSchedule
 from .base import Callback, CountingDenoiser, Variable
 
-__all__ = ["sample_euler", "sample_heun", "grid_tables"]
+__all__ = ["sample_euler", "sample_heun", "grid_tables", "UnstableStepWarning", "heun_noise_factors"]
+
+
+class UnstableStepWarning(UserWarning):
+    """A Heun step that multiplies the prior-noise part of x by more than 1 (the exact flow shrinks it)."""
 
 
 def grid_tables(schedule: ContinuousSchedule, ts: np.ndarray, variable: Variable,
@@ -51,12 +56,47 @@ def sample_euler(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, sche
     return model(x, ts[-1], step=n - 1)
 
 
+def heun_noise_factors(etas: np.ndarray, alphas: np.ndarray, coords: np.ndarray, variable: Variable,
+                       kappa: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per step, the factor Heun applies to the noise part of x, and the exact flow's factor.
+
+    The part n = kappa sqrt(eta) z of x_t obeys a linear ODE, dn/dc = k(c) n, with
+    k = alpha / (2 eta) in t, 1 / (2 eta) in eta, 1 / sigma~ in sigma and 1 / u in sqrt_eta (both
+    exact for Heun);
+    Heun's trapezoid multiplies n by 1 + h/2 (k0 + k1 (1 + h k0)), the flow by sqrt(eta1 / eta0).
+    A step with |factor| > 1 grows the noise the network will have to remove: near eta(1/T) the
+    eta variable is stiff (the exact schedule with rho 1 or -8: cresshift/bundled/README.md).
+    """
+    etas = np.asarray(etas, np.float64)
+    if variable.name == "t":
+        k = np.asarray(alphas, np.float64) / (2 * etas)
+    elif variable.name == "eta":
+        k = 1 / (2 * etas)
+    else:  # sigma, sqrt_eta: the noise part is proportional to the coordinate
+        k = 1 / np.asarray(coords, np.float64)
+    h = np.diff(np.asarray(coords, np.float64))
+    heun = 1 + h / 2 * (k[:-1] + k[1:] * (1 + h * k[:-1]))
+    return heun, np.sqrt(etas[1:] / etas[:-1])
+
+
 def sample_heun(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, schedule: ContinuousSchedule,
                 ts: np.ndarray, *, variable: str = "t", callback: Optional[Callback] = None) -> torch.Tensor:
-    """Heun's method (explicit trapezoid) over ``ts``, then x0_hat at 1/T. Order 2; NFE = 2(len(ts)-1)+1."""
+    """Heun's method (explicit trapezoid) over ``ts``, then x0_hat at 1/T. Order 2; NFE = 2(len(ts)-1)+1.
+
+    Warns (:class:`UnstableStepWarning`) when a step would grow the noise part of x
+    (:func:`heun_noise_factors`) instead of shrinking it.
+    """
     var = Variable(variable)
     n = len(ts)
     etas, alphas, coords = grid_tables(schedule, ts, var)
+    factors, exact = heun_noise_factors(etas, alphas, coords, var, schedule.kappa)
+    bad = np.flatnonzero(np.abs(factors) > 1)
+    if bad.size:
+        i = int(bad[np.argmax(np.abs(factors[bad]))])
+        warnings.warn(f"heun step {i + 1} of {n - 1} (eta {etas[i]:.3g} -> {etas[i + 1]:.3g}, {var.name} variable) "
+                      f"multiplies the noise in x by {factors[i]:.2f} where the exact flow gives {exact[i]:.2f}: "
+                      "expect a poor result; use more NFE, another rho, an exponential integrator (ddim, dpmpp-2m) "
+                      "or variable=sqrt_eta", UnstableStepWarning, stacklevel=2)
     z = var.to_state(x, y, etas[0])
     for i in range(n - 1):
         h = coords[i + 1] - coords[i]
