@@ -389,8 +389,7 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int,
                 if example:
                     hr = img[:, : img.shape[1] // pipe.sf * pipe.sf, : img.shape[2] // pipe.sf * pipe.sf]
                     img = bicubic_down(hr, pipe.sf)
-                    save_image(hr, out_dir / "example_hr.png")
-                    save_image(img, out_dir / "example_lr.png")
+                    example_pair = (hr, img)  # written with the result: a failed run leaves nothing behind
                 if batch and img.shape != batch[0][1].shape:
                     break
                 batch.append((i, img))
@@ -422,6 +421,9 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int,
                                 "nfe": res.nfe, "seconds": dt / len(batch)})
                 if not as_json:
                     click.echo(str(dst))
+            if example:
+                save_image(example_pair[0], out_dir / "example_hr.png")
+                save_image(example_pair[1], out_dir / "example_lr.png")
             bar.advance(task, len(batch))
 
     # The summary line.

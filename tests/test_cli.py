@@ -208,6 +208,10 @@ def test_sample_example(files, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.stderr
     assert load_image(tmp_path / "ex" / "example_lr.png").shape == (3, 8, 8)
     assert load_image(tmp_path / "ex" / "example_sr.png").shape == load_image(tmp_path / "ex" / "example_hr.png").shape
+    # a bad solver option fails in one line and leaves no example files behind
+    assert_one_line_error(run("sample", "--example", "-o", tmp_path / "ex3", "--model", files["model"], "--nfe", "3",
+                              "--solver", "heun", "-O", "variable=bogus"), "variable")
+    assert not (tmp_path / "ex3").exists() or not any((tmp_path / "ex3").iterdir())
     monkeypatch.setattr(cresshift.bench, "bundled_testset", lambda: tmp_path / "missing")
     assert_one_line_error(run("sample", "--example", "-o", tmp_path / "ex2", "--model", files["model"]),
                           "test tiles are missing")
