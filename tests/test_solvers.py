@@ -291,10 +291,10 @@ def test_heun_on_the_exact_schedule_is_stable_in_sqrt_eta_and_warns_in_eta(v1):
     sched = ExactSchedule(v1)
     assert sched.default_variable == "sqrt_eta"
     ts = rho_grid(8, -8.0, sched.t_min)
-    for name, worst in [("eta", 40.0), ("sqrt_eta", None)]:
+    for name, worst in [("eta", 40.0), ("sqrt_eta", None), ("sigma", None)]:
         var = Variable(name)
         etas, alphas, coords = grid_tables(sched, ts, var)
-        heun, flow = heun_noise_factors(etas, alphas, coords, var, sched.kappa)
+        heun, flow = heun_noise_factors(etas, alphas, coords, var)
         np.testing.assert_allclose(flow, np.sqrt(etas[1:] / etas[:-1]), rtol=1e-12)
         if worst is None:
             np.testing.assert_allclose(heun, flow, rtol=1e-9)   # linear in u: the trapezoid is exact

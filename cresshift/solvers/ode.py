@@ -56,26 +56,29 @@ def sample_euler(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, sche
     return model(x, ts[-1], step=n - 1)
 
 
-def heun_noise_factors(etas: np.ndarray, alphas: np.ndarray, coords: np.ndarray, variable: Variable,
-                       kappa: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per step, the factor Heun applies to the noise part of x, and the exact flow's factor.
+def heun_noise_factors(etas: np.ndarray, alphas: np.ndarray, coords: np.ndarray,
+                       variable: Variable) -> tuple[np.ndarray, np.ndarray]:
+    """Per step, the factor by which Heun multiplies the noise part of x, and the exact flow's factor.
 
-    The part n = kappa sqrt(eta) z of x_t obeys a linear ODE, dn/dc = k(c) n, with
-    k = alpha / (2 eta) in t, 1 / (2 eta) in eta, 1 / sigma~ in sigma and 1 / u in sqrt_eta (both
-    exact for Heun);
-    Heun's trapezoid multiplies n by 1 + h/2 (k0 + k1 (1 + h k0)), the flow by sqrt(eta1 / eta0).
-    A step with |factor| > 1 grows the noise the network will have to remove: near eta(1/T) the
-    eta variable is stiff (the exact schedule with rho 1 or -8: cresshift/bundled/README.md).
+    The part n = kappa sqrt(eta) z of x_t obeys a linear ODE in the integration coordinate c,
+    dn/dc = k n, with k = alpha / (2 eta) in t and 1 / (2 eta) in eta; in sqrt_eta (k = 1 / u)
+    and in sigma (the state's noise is sigma~ z, k = 1 / sigma~) it is proportional to c, so
+    Heun is exact there. Heun's trapezoid multiplies it by 1 + h/2 (k0 + k1 (1 + h k0)); the
+    flow by sqrt(eta1 / eta0). A step with |factor| > 1 grows the noise the network then has to
+    remove: near eta(1/T) the eta variable is stiff (cresshift/bundled/README.md).
     """
     etas = np.asarray(etas, np.float64)
+    coords = np.asarray(coords, np.float64)
     if variable.name == "t":
         k = np.asarray(alphas, np.float64) / (2 * etas)
     elif variable.name == "eta":
         k = 1 / (2 * etas)
-    else:  # sigma, sqrt_eta: the noise part is proportional to the coordinate
-        k = 1 / np.asarray(coords, np.float64)
-    h = np.diff(np.asarray(coords, np.float64))
+    else:
+        k = 1 / coords
+    h = np.diff(coords)
     heun = 1 + h / 2 * (k[:-1] + k[1:] * (1 + h * k[:-1]))
+    if variable.name == "sigma":  # the state is (x - y) / (1 - eta): back to x
+        heun = heun * (1 - etas[1:]) / (1 - etas[:-1])
     return heun, np.sqrt(etas[1:] / etas[:-1])
 
 
@@ -89,7 +92,7 @@ def sample_heun(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, sched
     var = Variable(variable)
     n = len(ts)
     etas, alphas, coords = grid_tables(schedule, ts, var)
-    factors, exact = heun_noise_factors(etas, alphas, coords, var, schedule.kappa)
+    factors, exact = heun_noise_factors(etas, alphas, coords, var)
     bad = np.flatnonzero(np.abs(factors) > 1)
     if bad.size:
         i = int(bad[np.argmax(np.abs(factors[bad]))])
