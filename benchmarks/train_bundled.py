@@ -91,6 +91,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--install", action="store_true", help="copy the results into cresshift/bundled/")
     args = ap.parse_args()
+    if args.init_discrete is not None and not Path(args.init_discrete).is_file():
+        ap.error(f"--init-discrete {args.init_discrete}: no such file (a cresshift .safetensors discrete model)")
+    if args.val_every < 1 or args.val_every_finetune < 1:
+        ap.error("--val-every and --val-every-finetune must be >= 1")
     sys.stderr = _Tee(sys.stderr, Path(args.log))  # type: ignore[assignment]
     if args.threads:
         torch.set_num_threads(args.threads)
