@@ -80,6 +80,9 @@ def main() -> None:
     ap.add_argument("--val-every-finetune", type=int, default=50, help="validation (and checkpoint) interval of phase 2")
     ap.add_argument("--init-discrete", default=None,
                     help="phase 2 starts from this discrete model (default: phase 1's best in --out)")
+    ap.add_argument("--scale-aug", type=float, default=1.0,
+                    help="phase 1 scale augmentation: HR crops cut at a random scale in [SCALE_AUG, 1] (1 = off)")
+    ap.add_argument("--scale-aug-finetune", type=float, default=1.0, help="phase 2 scale augmentation (1 = off)")
     ap.add_argument("--phases", default="12", help="which phases to run: 1, 2 or 12")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--micro-batch", type=int, default=8)
@@ -95,6 +98,8 @@ def main() -> None:
         ap.error(f"--init-discrete {args.init_discrete}: no such file (a cresshift .safetensors discrete model)")
     if args.val_every < 1 or args.val_every_finetune < 1:
         ap.error("--val-every and --val-every-finetune must be >= 1")
+    if not (0 < args.scale_aug <= 1 and 0 < args.scale_aug_finetune <= 1):
+        ap.error("--scale-aug and --scale-aug-finetune must be in (0, 1] (1 = off)")
     sys.stderr = _Tee(sys.stderr, Path(args.log))  # type: ignore[assignment]
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,7 +117,7 @@ def main() -> None:
         r1 = train(TrainSettings(out=str(out / "discrete"), time="discrete", steps=args.steps_discrete, lr=args.lr,
                                  warmup=100, cosine=True, kappa=args.kappa, min_noise_level=args.min_noise_level, predict=args.predict,
                                  model_overrides={"num_res_blocks": list(args.res_blocks), "norm_groups": args.norm_groups},
-                                 val_solver="markov", val_nfe=15, **common))
+                                 val_solver="markov", val_nfe=15, scale_aug=args.scale_aug, **common))
         t1 = time.perf_counter()
         print(f"# phase 1 done in {(t1 - t0) / 60:.1f} min: {json.dumps(r1)}", file=sys.stderr)
     if "2" in args.phases:
@@ -122,7 +127,7 @@ def main() -> None:
         r2 = train(TrainSettings(out=str(out / "continuous"), time="continuous", schedule=args.continuous_schedule,
                                  init=args.init_discrete or str(out / "discrete" / "best.safetensors"), steps=args.steps_continuous,
                                  lr=args.lr_finetune, warmup=0, cosine=True, val_solver=args.val_solver, val_nfe=15,
-                                 trainable=args.trainable_finetune,
+                                 trainable=args.trainable_finetune, scale_aug=args.scale_aug_finetune,
                                  **{**common, "val_every": args.val_every_finetune, "save_every": args.val_every_finetune}))
         t2 = time.perf_counter()
         print(f"# phase 2 done in {(t2 - t1) / 60:.1f} min: {json.dumps(r2)}", file=sys.stderr)

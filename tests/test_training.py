@@ -435,3 +435,44 @@ def test_paired_folders(tmp_path):
     save_image(img[:, ::2, ::2], lr_dir / "a.png")
     with pytest.raises(ValueError, match="expected HR/4"):
         load_paired(hr_dir, lr_dir, 4)
+
+
+def test_scale_augmentation_shrinks_the_photograph_by_a_random_factor(tmp_path):
+    """On a linear ramp the crop's slope is the ramp's divided by the drawn scale s in [min_scale, 1]."""
+    slope = 0.004  # per HR pixel, along x
+    ramp = (torch.arange(400, dtype=torch.float32) * slope - 0.8).expand(3, 300, 400).contiguous()
+
+    def slopes(sampler: CropSampler) -> torch.Tensor:
+        hr, _ = sampler.batch(64)
+        inner = hr[:, :, 4:-4, 4:-4]  # away from the resampling's edge effects
+        dx = (inner[..., :, 1:] - inner[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+        dy = (inner[..., 1:, :] - inner[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+        return torch.maximum(dx, dy)  # rot90 may have turned the ramp
+
+    plain = slopes(CropSampler([ramp], crop=32, sf=4, seed=1))
+    assert torch.allclose(plain, torch.full_like(plain, slope), rtol=1e-4)
+    scaled = slopes(CropSampler([ramp], crop=32, sf=4, seed=1, min_scale=0.5))
+    factor = scaled / slope  # = 1 / s, up to rounding the square to whole pixels
+    assert float(factor.min()) > 0.97 and float(factor.max()) < 2.05
+    assert float(factor.max()) > 1.6 and float(factor.min()) < 1.2  # spread over the range, not one scale
+    again = slopes(CropSampler([ramp], crop=32, sf=4, seed=1, min_scale=0.5))
+    assert torch.equal(scaled, again)  # reproducible from the seed
+    hr, lr = CropSampler([ramp], crop=32, sf=4, seed=1, min_scale=0.5).batch(2)
+    assert hr.shape == (2, 3, 32, 32) and lr.shape == (2, 3, 8, 8) and float(hr.abs().max()) <= 1
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        CropSampler([ramp], crop=32, sf=4, min_scale=0)
+    with pytest.raises(ValueError, match="HR-only"):
+        CropSampler([ramp], crop=32, sf=4, lrs=[ramp[:, ::4, ::4]], min_scale=0.5)
+
+
+def test_scale_augmentation_is_a_training_setting(photo_folder, tmp_path):
+    with pytest.raises(ValueError, match="--scale-aug"):
+        Trainer(tiny(photo_folder, tmp_path / "o", scale_aug=1.5))
+    tr = Trainer(tiny(photo_folder, tmp_path / "r", predict="residual", scale_aug=0.5))
+    assert tr.sampler.min_scale == 0.5
+    ckpt = tr.save()
+    other = Trainer(tiny(photo_folder, tmp_path / "r2", predict="residual"))
+    with pytest.raises(ValueError, match="scale_aug=0.5"):
+        other.resume(ckpt)
+    result = CliRunner().invoke(finetune, ["--data", str(photo_folder), "--scale-aug", "0", "--out", str(tmp_path / "c")])
+    assert result.exit_code != 0 and "--scale-aug" in result.output

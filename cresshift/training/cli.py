@@ -48,6 +48,9 @@ PREDICT_TYPES = ("xstart", "residual", "epsilon", "epsilon_scale")
 @click.option("--crop", type=click.IntRange(8, None), default=64, show_default=True, help="HR crop side (px).")
 @click.option("--sf", type=click.IntRange(1, 8), default=4, show_default=True, help="Scale factor.")
 @click.option("--degrade", is_flag=True, help="Light second-order LR degradation (blur sigma 0.2-1.2, noise <= 0.02).")
+@click.option("--scale-aug", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Scale augmentation: each HR crop is cut at a random scale in [SCALE_AUG, 1] of the photograph "
+                   "(a larger square shrunk to --crop, antialiased); 1 = off. HR-only data.")
 @click.option("--steps", type=click.IntRange(1, None), default=1000, show_default=True, help="Optimiser steps.")
 @click.option("--batch", type=click.IntRange(1, None), default=16, show_default=True, help="Global batch.")
 @click.option("--micro-batch", type=click.IntRange(1, None), default=8, show_default=True,
@@ -74,7 +77,7 @@ PREDICT_TYPES = ("xstart", "residual", "epsilon", "epsilon_scale")
 def finetune(data: str, lr_data: Optional[str], val: str, out: str, init: str, preset: Optional[str],
              autoencoder: Optional[str], time_mode: str, schedule: str, trainable: str, a: Optional[float], lam: Optional[float],
              kappa: Optional[float], min_noise_level: Optional[float], predict: Optional[str], loss_weight: str,
-             context_pad: Optional[int], crop: int, sf: int, degrade: bool,
+             context_pad: Optional[int], crop: int, sf: int, degrade: bool, scale_aug: float,
              steps: int, batch: int, micro_batch: int, lr_: float, weight_decay: float, warmup: int, cosine: bool,
              ema: float, grad_clip: float, amp: Optional[str], seed: int, device: str, threads: Optional[int],
              val_every: int, val_solver: str, val_nfe: int, save_every: int, keep_last: int, resume: Optional[str],
@@ -92,7 +95,7 @@ def finetune(data: str, lr_data: Optional[str], val: str, out: str, init: str, p
                              preset=preset, autoencoder=autoencoder, time=time_mode, schedule=schedule, trainable=trainable,
                              a=a, lam=lam,
                              kappa=kappa, min_noise_level=min_noise_level, predict=predict, loss_weight=loss_weight,
-                             context_pad=context_pad, crop=crop, sf=sf, degrade=degrade,
+                             context_pad=context_pad, crop=crop, sf=sf, degrade=degrade, scale_aug=scale_aug,
                              steps=steps, batch=batch, micro_batch=micro_batch, lr=lr_, weight_decay=weight_decay,
                              warmup=warmup, cosine=cosine, ema=ema, grad_clip=grad_clip, amp=amp, seed=seed,
                              device=device, threads=threads, val_every=val_every, val_solver=val_solver,

@@ -96,20 +96,29 @@ class CropSampler:
 
     ``images`` are [3, H, W] HR tensors in [-1, 1]; ``lrs`` optional paired LR tensors (sf
     times smaller). The generator's state is the whole data-order state (saved on resume).
+
+    ``min_scale`` < 1 turns on scale augmentation: each crop draws s ~ U(min_scale, 1), cuts a
+    square of round(crop / s) px and shrinks it to ``crop`` px (antialiased bicubic), i.e. the
+    photograph as if taken at s times the resolution: more distinct content from few
+    photographs. 1 (the default) draws nothing extra, so runs without it are unchanged.
     """
 
     def __init__(self, images: Sequence[torch.Tensor], *, crop: int, sf: int, lrs: Optional[Sequence[torch.Tensor]] = None,
-                 degradation: Optional[Degradation] = None, seed: int = 0) -> None:
+                 degradation: Optional[Degradation] = None, seed: int = 0, min_scale: float = 1.0) -> None:
         if crop % sf:
             raise ValueError(f"the crop size {crop} is not divisible by the scale factor {sf}")
         if not images:
             raise ValueError("no training images")
+        if not 0 < min_scale <= 1:
+            raise ValueError(f"the scale augmentation's smallest scale must be in (0, 1], got {min_scale}")
+        if min_scale < 1 and lrs is not None:
+            raise ValueError("scale augmentation needs HR-only data: paired LR images cannot be rescaled with their HR")
         small = [i for i, im in enumerate(images) if min(im.shape[-2:]) < crop]
         if small:
             raise ValueError(f"{len(small)} training image(s) are smaller than the crop size {crop} px "
                              f"(e.g. number {small[0]}, {tuple(images[small[0]].shape[-2:])}); lower --crop")
         self.images, self.lrs, self.crop, self.sf = list(images), lrs, crop, sf
-        self.degradation = degradation
+        self.degradation, self.min_scale = degradation, min_scale
         # Sample images in proportion to their area, so every pixel is equally likely.
         areas = torch.tensor([float(im.shape[-1] * im.shape[-2]) for im in images])
         self.weights = areas / areas.sum()
@@ -121,9 +130,18 @@ class CropSampler:
         im = self.images[i]
         c, sf = self.crop, self.sf
         H, W = im.shape[-2:]
-        y0 = int(torch.randint(0, (H - c) // sf + 1, (), generator=g)) * sf
-        x0 = int(torch.randint(0, (W - c) // sf + 1, (), generator=g)) * sf
-        hr = im[:, y0:y0 + c, x0:x0 + c]
+        if self.min_scale < 1:
+            s = self.min_scale + (1 - self.min_scale) * float(torch.rand((), generator=g, dtype=torch.float64))
+            r = min(round(c / s), H, W)
+            y0 = int(torch.randint(0, H - r + 1, (), generator=g))
+            x0 = int(torch.randint(0, W - r + 1, (), generator=g))
+            hr = im[:, y0:y0 + r, x0:x0 + r]
+            if r != c:
+                hr = F.interpolate(hr[None], size=(c, c), mode="bicubic", antialias=True, align_corners=False)[0].clamp(-1, 1)
+        else:
+            y0 = int(torch.randint(0, (H - c) // sf + 1, (), generator=g)) * sf
+            x0 = int(torch.randint(0, (W - c) // sf + 1, (), generator=g)) * sf
+            hr = im[:, y0:y0 + c, x0:x0 + c]
         lr = self.lrs[i][:, y0 // sf:(y0 + c) // sf, x0 // sf:(x0 + c) // sf] if self.lrs is not None else None
         # Random flips and rot90 (the same for HR and LR).
         k = int(torch.randint(0, 8, (), generator=g))

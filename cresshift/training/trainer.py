@@ -69,6 +69,7 @@ class TrainSettings:
     crop: int = 64
     sf: int = 4
     degrade: bool = False
+    scale_aug: float = 1.0               # smallest random rescale of the HR photographs before cropping (1 = off)
     steps: int = 1000
     batch: int = 16
     micro_batch: int = 8
@@ -108,6 +109,10 @@ class TrainSettings:
             raise ValueError(f"--context-pad must be >= 0, got {self.context_pad}")
         if self.min_noise_level is not None and not 0 < self.min_noise_level < 1:
             raise ValueError(f"--min-noise-level must be in (0, 1), got {self.min_noise_level}")
+        if not 0 < self.scale_aug <= 1:
+            raise ValueError(f"--scale-aug must be in (0, 1] (1 = off), got {self.scale_aug}")
+        if self.scale_aug < 1 and self.lr_data:
+            raise ValueError("--scale-aug needs HR-only data: it cannot rescale paired LR images (--lr-data)")
         if self.steps < 1 or self.lr <= 0:
             raise ValueError("--steps and --lr must be positive")
         if self.init.endswith(".pth") and not self.preset:
@@ -258,7 +263,7 @@ class Trainer:
         else:
             images = load_folder(s.data)
         return CropSampler(images, crop=s.crop, sf=s.sf, lrs=lrs, degradation=Degradation() if s.degrade else None,
-                           seed=s.seed * 1000 + self.rank)
+                           seed=s.seed * 1000 + self.rank, min_scale=s.scale_aug)
 
     def _build_val(self) -> Optional[torch.Tensor]:
         s = self.s
@@ -442,10 +447,10 @@ class Trainer:
         if st.get("diffusion_config") != json.dumps(self.pipe.config["diffusion"], sort_keys=True):
             raise ValueError(f"{path} was written for another diffusion (kappa, schedule or output type)")
         old = json.loads(st["settings"])
-        keys = ["time", "crop", "sf", "batch", "micro_batch", "seed", "loss_weight", "degrade", "trainable"]
+        keys = ["time", "crop", "sf", "batch", "micro_batch", "seed", "loss_weight", "degrade", "trainable", "scale_aug"]
         if self.s.time == "continuous":
             keys += ["schedule", "a", "lam"]
-        written_before = {"trainable": "all"}  # settings added later: what checkpoints without them did
+        written_before = {"trainable": "all", "scale_aug": 1.0}  # settings added later: what checkpoints without them did
         for k in keys:
             if old.get(k, written_before.get(k)) != getattr(self.s, k):
                 raise ValueError(f"{path} was trained with {k}={old.get(k, written_before.get(k))!r}, "
