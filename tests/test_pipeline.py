@@ -214,3 +214,22 @@ def test_context_pad_comes_from_the_model_config_and_is_checked():
 
 def test_bundled_models_use_mirrored_context():
     assert load_pipeline("bundled").context_pad == 16 and load_pipeline("bundled-discrete").context_pad == 16
+
+
+@pytest.mark.parametrize("name,schedule", [("bundled-discrete", None), ("bundled", None), ("bundled-discrete", "exp")])
+def test_network_denoiser_is_the_predictor_run_samples_with(name, schedule):
+    """pipe.network_denoiser(y, lq)(x, t) gives the x0_hat that run() hands its solver at the same x and t."""
+    from cresshift.models.pipeline import upsample_lr
+
+    pipe = load_pipeline(name)
+    lr = torch.rand(2, 3, 16, 16) * 2 - 1
+    seen = []
+    pipe.run(lr, solver="ddim", nfe=4, seed=1, schedule=schedule, callback=seen.append)
+    y = upsample_lr(lr, pipe.sf)
+    den = pipe.network_denoiser(y, y, schedule=schedule)
+    assert den.net.context == pipe.context_pad == 16
+    for step in seen[:2]:
+        t = torch.full((2,), float(step["t"]))
+        torch.testing.assert_close(den(step["x"], t), step["x0_hat"], atol=0, rtol=0)
+    other = pipe.network_denoiser(y, y, schedule=schedule, context_pad=0)(seen[0]["x"], torch.full((2,), float(seen[0]["t"])))
+    assert not torch.equal(other, seen[0]["x0_hat"])  # the border context changes the prediction

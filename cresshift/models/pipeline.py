@@ -235,9 +235,8 @@ class SRPipeline:
         else:
             y, lq = y_pix, y_pix
 
-        timed = _TimedNet(self._forward, tile_net, overlap_net, self.net_multiple, context)
-        denoiser = NetworkDenoiser(timed, sched, lq=lq, latent=self.latent, normalize_input=self.normalize_input,
-                                   predict=self.predict, y=y, autocast_dtype=self.autocast_dtype)
+        denoiser = self.network_denoiser(y, lq, schedule=sched, tile=tile_net, tile_overlap=overlap_net, context_pad=context)
+        timed = denoiser.net
         _sync(self.device)
         t0 = time.perf_counter()
         res = sample(denoiser, y, sched, solver=solver, nfe=nfe, rho=rho, generator=generator,
@@ -255,6 +254,23 @@ class SRPipeline:
             secs["autoencoder"] += time.perf_counter() - t0
         sr = out.clamp(-1, 1)[..., : h * self.sf, : w * self.sf]
         return SRResult(sr=sr, nfe=res.nfe, ts=res.ts, seconds=secs, sample=res)
+
+    def network_denoiser(self, y: torch.Tensor, lq: Optional[torch.Tensor], *,
+                         schedule: Union[None, str, ResShiftSchedule, ContinuousSchedule] = None,
+                         tile: Optional[int] = None, tile_overlap: int = 16,
+                         context_pad: Optional[int] = None) -> NetworkDenoiser:
+        """This model's x0-predictor ``denoiser(x, t) -> x0_hat`` for one batch, as ``run`` samples with it.
+
+        ``y`` is the shift target and ``lq`` the network's conditioning (pixel models: both the
+        bicubic-upsampled LR, ``upsample_lr``; latent models: y the encoded upsampled LR, lq the
+        LR); sizes must already be the network's multiple (``run`` pads). ``schedule``: a name
+        for ``schedule_for`` or a schedule object; ``tile`` / ``tile_overlap`` in network pixels.
+        """
+        sched = self.schedule_for(schedule) if schedule is None or isinstance(schedule, str) else schedule
+        context = self.context_pad if context_pad is None else _check_context_pad(context_pad)
+        timed = _TimedNet(self._forward, tile, tile_overlap, self.net_multiple, context)
+        return NetworkDenoiser(timed, sched, lq=lq, latent=self.latent, normalize_input=self.normalize_input,
+                               predict=self.predict, y=y, autocast_dtype=self.autocast_dtype)
 
     def __call__(self, lr: torch.Tensor, solver: str = "heun", nfe: int = 15, rho: float = 1.0,
                  seed: Optional[int] = 0, **options: Any) -> torch.Tensor:
