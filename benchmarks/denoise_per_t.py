@@ -32,8 +32,8 @@ from cresshift.schedules import as_continuous
 
 def _tiles(arg: str) -> torch.Tensor:
     if arg == "validation":
-        from cresshift.data.photos import make_test_tiles, validation_photos
-        return torch.stack([t for _, t in make_test_tiles(size=64, per_image=8, photos=validation_photos())])
+        from cresshift.data.photos import validation_tiles
+        return torch.stack(validation_tiles(64))
     return torch.stack([load_image(p) for p in list_images([arg])])
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 __all__ = ["Photo", "photo_catalog", "training_photos", "validation_photos", "test_photos", "make_test_tiles",
-           "write_test_tiles", "photos_markdown", "TEST_SET", "VALIDATION_SET"]
+           "validation_tiles", "write_test_tiles", "photos_markdown", "TEST_SET", "VALIDATION_SET"]
 
 TEST_SET = ("chelsea", "china", "astronaut")
 VALIDATION_SET = ("coffee",)
@@ -141,6 +141,13 @@ def test_photos() -> list[tuple[str, torch.Tensor]]:
 
 
 test_photos.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported into one
+
+
+def validation_tiles(size: int = 64, photos: Optional[Iterable[tuple[str, torch.Tensor]]] = None) -> list[torch.Tensor]:
+    """The HR tiles the trainer validates on: 8 per photograph (``make_test_tiles``), by default
+    from the validation photograph."""
+    return [t for _, t in make_test_tiles(size=size, per_image=8,
+                                          photos=validation_photos() if photos is None else photos)]
 
 
 def make_test_tiles(size: int = 64, per_image: int = 6, *, min_std: float = 0.04,

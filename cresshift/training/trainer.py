@@ -269,12 +269,11 @@ class Trainer:
         s = self.s
         if s.val is None:
             return None
-        from ..data.photos import make_test_tiles, validation_photos
+        from ..data.photos import validation_tiles
         if s.val == "photos":
-            tiles = [t for _, t in make_test_tiles(size=s.crop, per_image=8, photos=validation_photos())]
+            tiles = validation_tiles(s.crop)
         else:
-            imgs = load_folder(s.val)
-            tiles = [t for _, t in make_test_tiles(size=s.crop, per_image=8, photos=[(str(i), im) for i, im in enumerate(imgs)])]
+            tiles = validation_tiles(s.crop, photos=[(str(i), im) for i, im in enumerate(load_folder(s.val))])
         if not tiles:
             raise ValueError(f"no validation tiles of {s.crop} px could be cut from {s.val}")
         return torch.stack(tiles)
