@@ -30,13 +30,14 @@ from .adaptive import adaptive_chain, sample_adaptive
 from .base import BudgetExceeded, Callback, CountingDenoiser, Denoiser, NonFiniteError, SampleResult
 from .exponential import sample_ddim, sample_dpmpp_2m, sample_dpmpp_3m
 from .markov import markov_chain, sample_markov
+from .multistep import sample_ipndm
 from .ode import sample_euler, sample_heun
 from .registry import Schedule, SolverSpec
 from .sde import sample_sde
 
 __all__ = ["sample", "SOLVERS", "SolverSpec", "SampleResult", "Denoiser", "NonFiniteError",
            "BudgetExceeded", "grid_for", "sample_markov", "sample_euler", "sample_heun", "sample_ddim",
-           "sample_dpmpp_2m", "sample_dpmpp_3m", "sample_sde", "sample_adaptive"]
+           "sample_dpmpp_2m", "sample_dpmpp_3m", "sample_ipndm", "sample_sde", "sample_adaptive"]
 
 
 def _variable_default(schedule: ContinuousSchedule) -> dict[str, Any]:
@@ -60,6 +61,8 @@ SOLVERS: dict[str, SolverSpec] = {s.name: s for s in [
                description="DPM-Solver++(2M) multistep exponential integrator"),
     SolverSpec("dpmpp-3m", sample_dpmpp_3m, 3, 1, auto=_AUTO_SECOND,
                description="DPM-Solver++(3M) multistep exponential integrator"),
+    SolverSpec("ipndm", sample_ipndm, 4, 1, option_names=("variable", "order"), auto=_AUTO_SECOND,
+               description="iPNDM: variable-step Adams–Bashforth with lower-order warm-up"),
     SolverSpec("sde", sample_sde, 0.5, 1, stochastic=True, option_names=("noise",), auto=_AUTO_FIRST,
                description="reverse-SDE Euler–Maruyama in eta (noise=0 is the ODE)"),
     SolverSpec("adaptive", sample_adaptive, 5, 0, chain=adaptive_chain,
