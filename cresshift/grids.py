@@ -1,6 +1,8 @@
 """Time grids from t = 1 (the LR end) down to t_min = 1/T (design §6)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["rho_grid", "uniform_grid"]
@@ -31,3 +33,12 @@ def rho_grid(n: int, rho: float, t_min: float) -> np.ndarray:
 def uniform_grid(n: int, t_min: float) -> np.ndarray:
     """``n`` equally spaced times from 1 down to ``t_min`` (the same as ``rho_grid(n, 1, t_min)``)."""
     return rho_grid(n, 1.0, t_min)
+
+
+def __getattr__(name: str) -> Any:
+    """``optimize_grid`` lives in the solvers layer (it runs ``sample``); imported on first use, no cycle."""
+    if name == "optimize_grid":
+        from .solvers.optimize import optimize_grid
+
+        return optimize_grid
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
