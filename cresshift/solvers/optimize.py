@@ -161,10 +161,7 @@ def optimize_grid(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, so
     if n == 2:
         return np.array([1.0, t_min])
     lam_ends = (float(lambda_of_t([1.0], cont)[0]), float(lambda_of_t([t_min], cont)[0]))
-    starts = [np.asarray(start, np.float64)] if start is not None else \
-        [rho_grid(n, rho, t_min) for rho in START_RHOS] + [_decode(np.zeros(n - 2), lam_ends, cont)]
-    for grid in starts:
-        _check_grid(grid, n, t_min, solver, nfe)
+    starts = _start_grids(start, n, lam_ends, cont, solver, nfe)
     budget = max_evals if max_evals is not None else 40 * (n - 2)
     total = len(starts) + budget
     done = [0]
@@ -199,9 +196,15 @@ def optimize_grid(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, so
     return np.array(best[1], np.float64)
 
 
-def _check_grid(ts: np.ndarray, n: int, t_min: float, solver: str, nfe: int) -> None:
-    """Raise one line unless ``ts`` is a decreasing grid of ``n`` points from exactly 1 to exactly t_min."""
+def _start_grids(start: Optional[Sequence[float]], n: int, lam_ends: tuple[float, float],
+                 schedule: ContinuousSchedule, solver: str, nfe: int) -> list[np.ndarray]:
+    """[start], or the rho-in-t grids of ``START_RHOS`` and the uniform-lambda grid; each checked."""
+    t_min = schedule.t_min
+    if start is None:
+        return [rho_grid(n, rho, t_min) for rho in START_RHOS] + [_decode(np.zeros(n - 2), lam_ends, schedule)]
+    ts = np.asarray(start, np.float64)
     if ts.ndim != 1 or len(ts) != n:
         raise ValueError(f"a start grid for {solver!r} at nfe={nfe} has {n} points, got {len(ts)}")
     if ts[0] != 1.0 or ts[-1] != t_min or not np.all(np.diff(ts) < 0):
         raise ValueError(f"a start grid must decrease strictly from exactly 1 to exactly 1/T = {t_min:g}")
+    return [ts]
