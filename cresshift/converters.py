@@ -20,7 +20,7 @@ from typing import Any, Union
 import torch
 
 __all__ = ["x0_to_eps", "x0_to_score", "x0_to_velocity", "x0_to_velocity_t", "eps_to_x0",
-           "to_edm", "from_edm", "edm_sigma", "ScoreModel"]
+           "to_edm", "from_edm", "edm_sigma", "sqrt_eta_of_sigma", "ScoreModel"]
 
 Scalar = Union[float, torch.Tensor]
 
@@ -73,6 +73,11 @@ def x0_to_velocity_t(x: torch.Tensor, x0_hat: torch.Tensor, y: torch.Tensor, eta
 def edm_sigma(eta: Scalar, kappa: float) -> Scalar:
     """sigma~ = kappa sqrt(eta) / (1 - eta)."""
     return kappa * eta ** 0.5 / (1 - eta)
+
+
+def sqrt_eta_of_sigma(sigma: Any, kappa: float) -> Any:
+    """The inverse of ``edm_sigma``: u = sqrt(eta) = 2 sigma~ / (kappa + sqrt(kappa^2 + 4 sigma~^2)) (no cancellation)."""
+    return 2 * sigma / (kappa + (kappa ** 2 + 4 * sigma ** 2) ** 0.5)
 
 
 def to_edm(x: torch.Tensor, y: torch.Tensor, eta: Scalar) -> torch.Tensor:

@@ -193,11 +193,14 @@ class SRPipeline:
 
     # --- the run -------------------------------------------------------------------------
     @torch.no_grad()
-    def run(self, lr: torch.Tensor, *, solver: str = "heun", nfe: int = 15, rho: float = 1.0,
-            seed: Optional[int] = 0, generator: Optional[torch.Generator] = None, schedule: Optional[str] = None,
+    def run(self, lr: torch.Tensor, *, solver: str = "heun", nfe: int = 15, rho: Optional[float] = None,
+            grid: Any = None, seed: Optional[int] = 0, generator: Optional[torch.Generator] = None, schedule: Optional[str] = None,
             tile: Optional[int] = None, tile_overlap: int = 16, callback: Optional[Callable] = None,
             context_pad: Optional[int] = None, **options: Any) -> SRResult:
-        """Super-resolve ``lr`` and report NFE, grid and seconds (network / solver / autoencoder)."""
+        """Super-resolve ``lr`` and report NFE, grid and seconds (network / solver / autoencoder).
+
+        ``rho`` / ``grid`` choose the time grid as in ``cresshift.sample`` (neither: ``grid="auto"``).
+        """
         if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or lr.shape[1] != 3:
             got = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
             raise ValueError(f"lr must be a [B, 3, h, w] tensor in [-1, 1], got {got}")
@@ -219,7 +222,7 @@ class SRPipeline:
         timed = denoiser.net
         _sync(self.device)
         t0 = time.perf_counter()
-        res = sample(denoiser, y, sched, solver=solver, nfe=nfe, rho=rho, generator=generator,
+        res = sample(denoiser, y, sched, solver=solver, nfe=nfe, rho=rho, grid=grid, generator=generator,
                      callback=callback, **options)
         _sync(self.device)
         total = time.perf_counter() - t0
@@ -273,10 +276,10 @@ class SRPipeline:
         return NetworkDenoiser(timed, sched, lq=lq, latent=self.latent, normalize_input=self.normalize_input,
                                predict=self.predict, y=y, autocast_dtype=self.autocast_dtype)
 
-    def __call__(self, lr: torch.Tensor, solver: str = "heun", nfe: int = 15, rho: float = 1.0,
-                 seed: Optional[int] = 0, **options: Any) -> torch.Tensor:
+    def __call__(self, lr: torch.Tensor, solver: str = "heun", nfe: int = 15, rho: Optional[float] = None,
+                 seed: Optional[int] = 0, grid: Any = None, **options: Any) -> torch.Tensor:
         """[B, 3, h, w] LR in [-1, 1] -> [B, 3, sf h, sf w] SR in [-1, 1]."""
-        return self.run(lr, solver=solver, nfe=nfe, rho=rho, seed=seed, **options).sr
+        return self.run(lr, solver=solver, nfe=nfe, rho=rho, grid=grid, seed=seed, **options).sr
 
     def save(self, path: Union[str, Path], *, training: Optional[dict[str, Any]] = None) -> None:
         """Write the pipeline (network, autoencoder, configs, schedule) in cresshift's format, atomically."""

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["ResShiftSchedule", "PRESETS"]
+__all__ = ["ResShiftSchedule", "PRESETS", "respaced_indices"]
 
 # Official `diffusion.params` of the released configurations.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -21,6 +21,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "realsr-x4-v3": dict(steps=4, kappa=2.0, min_noise_level=0.2, etas_end=0.99, schedule_kwargs={"power": 0.3}),
     "bicsr-x4": dict(steps=4, kappa=2.0, min_noise_level=0.2, etas_end=0.99, schedule_kwargs={"power": 0.3}),
 }
+
+
+def respaced_indices(T: int, steps: int) -> list[int]:
+    """0-based indices of a T-step chain kept by the official respacing to ``steps`` steps: ``{int(T/S i) : i < S}``."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"respacing needs 1 <= steps <= T={T}, got {steps}")
+    return sorted({int(T / steps * i) for i in range(steps)})
 
 
 @dataclass(frozen=True)
@@ -100,9 +107,7 @@ class ResShiftSchedule:
 
     def respaced_indices(self, steps: int) -> list[int]:
         """0-based indices kept by the official respacing to ``steps`` < T steps, ascending."""
-        if not 1 <= steps <= self.T:
-            raise ValueError(f"respacing needs 1 <= steps <= T={self.T}, got {steps}")
-        return sorted({int(self.T / steps * i) for i in range(steps)})
+        return respaced_indices(self.T, steps)
 
     def __repr__(self) -> str:
         return (f"ResShiftSchedule(T={self.T}, kappa={self.kappa}, min_noise_level={self.min_noise_level}, "

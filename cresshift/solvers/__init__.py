@@ -2,85 +2,69 @@
 
 Every solver is a plain function over an explicit, decreasing time grid ``ts`` (1 -> 1/T)
 and ends with one evaluation of x0_hat at t = 1/T, which is its output (design §7).
+``SOLVERS`` holds one ``SolverSpec`` per solver with everything ``sample`` needs.
 
 | solver     | order | NFE for a grid of n points | notes |
 |------------|-------|----------------------------|-------|
 | markov     | -     | S (chain steps, <= T)      | the official ancestral sampler, official respacing |
-| euler      | 1     | n                          | the paper; variable t / eta / sigma |
-| heun       | 2     | 2(n-1) + 1                 | the paper; variable t / eta / sigma |
+| euler      | 1     | n                          | the paper; variable t / eta / sqrt_eta / sigma |
+| heun       | 2     | 2(n-1) + 1                 | the paper; variable t / eta / sqrt_eta / sigma |
 | ddim       | 1     | n                          | exact exponential step, exact for constant x0_hat |
 | dpmpp-2m   | 2     | n                          | DPM-Solver++(2M) multistep |
 | dpmpp-3m   | 3     | n                          | DPM-Solver++(3M) multistep |
+| ipndm      | 4     | n                          | improved pseudo-numerical multistep (Adams–Bashforth, warm-up) |
 | sde        | 1/2   | n                          | reverse-SDE Euler–Maruyama, noise in [0, 1] |
 | adaptive   | 5     | adaptive (counted)         | torchdiffeq dopri5 reference, rtol/atol |
 """
 from __future__ import annotations
 
-import inspect
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..grids import rho_grid
-from ..schedules import ContinuousSchedule, ResShiftSchedule, as_continuous
-from .adaptive import sample_adaptive
-from .base import (BudgetExceeded, Callback, CountingDenoiser, Denoiser, NonFiniteError, SampleResult,
-                   Variable)
+from ..grids import GridChoice, GridRequest, check_rho
+from ..schedules import ContinuousSchedule, ResShiftSchedule
+from .adaptive import adaptive_chain, sample_adaptive
+from .base import BudgetExceeded, Callback, CountingDenoiser, Denoiser, NonFiniteError, SampleResult
 from .exponential import sample_ddim, sample_dpmpp_2m, sample_dpmpp_3m
-from .markov import sample_markov
+from .markov import markov_chain, sample_markov
 from .ode import sample_euler, sample_heun
+from .registry import Schedule, SolverSpec
 from .sde import sample_sde
 
 __all__ = ["sample", "SOLVERS", "SolverSpec", "SampleResult", "Denoiser", "NonFiniteError",
            "BudgetExceeded", "grid_for", "sample_markov", "sample_euler", "sample_heun", "sample_ddim",
            "sample_dpmpp_2m", "sample_dpmpp_3m", "sample_sde", "sample_adaptive"]
 
-Schedule = Union[ResShiftSchedule, ContinuousSchedule]
+
+def _variable_default(schedule: ContinuousSchedule) -> dict[str, Any]:
+    return {"variable": schedule.default_variable}
 
 
-@dataclass(frozen=True)
-class SolverSpec:
-    """A registered solver: its function, order, and how grid size and NFE relate."""
-
-    name: str
-    fn: Callable[..., torch.Tensor]
-    order: float
-    evals_per_step: int  # network calls per grid step (the final x0_hat call is one more)
-    min_points: int = 2
-    stochastic: bool = False
-    description: str = ""
-
-    def points_for_nfe(self, nfe: int) -> int:
-        """The largest grid whose NFE (evals_per_step (n - 1) + 1) is within ``nfe``."""
-        return (nfe - 1) // self.evals_per_step + 1
-
-    def nfe_for_points(self, n: int) -> int:
-        return self.evals_per_step * (n - 1) + 1
-
-    @property
-    def min_nfe(self) -> int:
-        return self.nfe_for_points(self.min_points)
-
-    def options(self) -> list[str]:
-        """Keyword options the solver function accepts (beyond the common ones)."""
-        common = {"model", "x", "y", "schedule", "ts", "callback", "generator", "etas", "kappa"}
-        return [p for p in inspect.signature(self.fn).parameters if p not in common]
-
+# grid="auto" per schedule kind (benchmarks/solver_accuracy.py; README "Solvers at low NFE").
+_AUTO_FIRST = {"exact": GridChoice("lambda"), "default": GridChoice("rho", 1.0)}
+_AUTO_SECOND = {"exact": GridChoice("lambda"), "default": GridChoice("rho", 2.0)}
 
 SOLVERS: dict[str, SolverSpec] = {s.name: s for s in [
-    SolverSpec("markov", sample_markov, 0, 1, min_points=1, stochastic=True,
+    SolverSpec("markov", sample_markov, 0, 1, min_points=1, stochastic=True, chain=markov_chain,
                description="official ResShift ancestral sampler (official respacing for NFE < T)"),
-    SolverSpec("euler", sample_euler, 1, 1, description="Euler on the probability-flow ODE (the paper)"),
-    SolverSpec("heun", sample_heun, 2, 2, description="Heun on the probability-flow ODE (the paper)"),
-    SolverSpec("ddim", sample_ddim, 1, 1, description="exact first-order exponential step (DDIM analogue)"),
-    SolverSpec("dpmpp-2m", sample_dpmpp_2m, 2, 1, description="DPM-Solver++(2M) multistep exponential integrator"),
-    SolverSpec("dpmpp-3m", sample_dpmpp_3m, 3, 1, description="DPM-Solver++(3M) multistep exponential integrator"),
-    SolverSpec("sde", sample_sde, 0.5, 1, stochastic=True,
+    SolverSpec("euler", sample_euler, 1, 1, option_names=("variable",), defaults=_variable_default,
+               auto=_AUTO_FIRST, description="Euler on the probability-flow ODE (the paper)"),
+    SolverSpec("heun", sample_heun, 2, 2, option_names=("variable",), defaults=_variable_default,
+               auto=_AUTO_SECOND, description="Heun on the probability-flow ODE (the paper)"),
+    SolverSpec("ddim", sample_ddim, 1, 1, auto=_AUTO_FIRST,
+               description="exact first-order exponential step (DDIM analogue)"),
+    SolverSpec("dpmpp-2m", sample_dpmpp_2m, 2, 1, option_names=("lambda_var",), auto=_AUTO_SECOND,
+               description="DPM-Solver++(2M) multistep exponential integrator"),
+    SolverSpec("dpmpp-3m", sample_dpmpp_3m, 3, 1, auto=_AUTO_SECOND,
+               description="DPM-Solver++(3M) multistep exponential integrator"),
+    SolverSpec("sde", sample_sde, 0.5, 1, stochastic=True, option_names=("noise",), auto=_AUTO_FIRST,
                description="reverse-SDE Euler–Maruyama in eta (noise=0 is the ODE)"),
-    SolverSpec("adaptive", sample_adaptive, 5, 0,
+    SolverSpec("adaptive", sample_adaptive, 5, 0, chain=adaptive_chain,
+               option_names=("rtol", "atol", "method", "variable"), defaults=lambda s: {"variable": "eta"},
+               budget_hint=": raise nfe or loosen the tolerances rtol/atol",
                description="torchdiffeq dopri5 reference integrator (NFE set by rtol/atol)"),
 ]}
 
@@ -91,112 +75,57 @@ def _spec(solver: str) -> SolverSpec:
     return SOLVERS[solver]
 
 
-def _markov_chain(schedule: Schedule, nfe: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """(etas ascending, ts ascending, kappa) of the official chain, respaced to ``nfe`` steps."""
-    if isinstance(schedule, ResShiftSchedule):
-        table, T, kappa = schedule.etas, schedule.T, schedule.kappa
-        kept = schedule.respaced_indices(nfe) if 1 <= nfe <= T else None
-    else:
-        table, T, kappa = schedule.step_etas(), schedule.T, schedule.kappa
-        kept = sorted({int(T / nfe * i) for i in range(nfe)}) if 1 <= nfe <= T else None
-    if kept is None:
-        raise ValueError(f"markov runs the trained chain of T={T} steps: nfe must be between 1 and {T}, got {nfe}")
-    kept_arr = np.asarray(kept)
-    return table[kept_arr], (kept_arr + 1) / T, kappa
+def grid_for(solver: str, schedule: Schedule, nfe: Optional[int], rho: Optional[float] = None,
+             grid: GridRequest = None) -> np.ndarray:
+    """The decreasing time grid ``solver`` uses for an NFE budget and a grid request (markov: its chain times)."""
+    return _spec(solver).grid(schedule, nfe, rho=rho, grid=grid)
 
 
-def grid_for(solver: str, schedule: Schedule, nfe: Optional[int], rho: float = 1.0) -> np.ndarray:
-    """The decreasing time grid ``solver`` uses for an NFE budget (for markov: the kept chain times)."""
-    spec = _spec(solver)
-    if solver == "markov":
-        if nfe is None:
-            raise ValueError("markov needs nfe (the number of chain steps)")
-        return _markov_chain(schedule, nfe)[1][::-1].copy()
-    t_min = 1.0 / schedule.T
-    if solver == "adaptive":
-        return np.array([1.0, t_min])
-    if nfe is None:
-        raise ValueError(f"solver {solver!r} needs an nfe budget")
-    if nfe < spec.min_nfe:
-        raise ValueError(f"solver {solver!r} needs nfe >= {spec.min_nfe}, got nfe={nfe}")
-    return rho_grid(spec.points_for_nfe(nfe), rho, t_min)
-
-
-def sample(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, solver: str, nfe: Optional[int],
-           rho: float = 1.0, x_T: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
-           ts: Optional[Sequence[float]] = None, callback: Optional[Callback] = None,
-           **solver_options: Any) -> SampleResult:
-    """Sample x0 given the shift target ``y`` with any registered solver, within ``nfe`` network calls.
-
-    ``nfe`` is the budget: the solver takes the largest rho-spaced grid (design §6) whose NFE
-    (design §7) fits, and ``SampleResult.nfe`` reports the calls actually made. ``ts`` passes
-    an explicit decreasing grid instead (from 1 down to 1/T). Without ``x_T`` the prior
-    ``x_T = y + kappa sqrt(eta(t_0)) z`` is drawn with ``torch.randn(y.shape, generator=...)``
-    (t_0 = 1, or for markov with nfe < T the top of the officially respaced chain); stochastic
-    solvers then draw one such tensor per step, in step order. A discrete ``ResShiftSchedule``
-    is continued exactly (``ExactSchedule``) for ODE/SDE solvers; ``markov`` on a continuous
-    schedule runs the chain on eta(k/T). ``callback(dict(i, t, x, x0_hat))`` is called before
-    every step. Extra keyword options go to the solver (``variable``, ``lambda_var``, ``noise``,
-    ``rtol``, ``atol`` ...); unknown ones raise.
-    """
-    spec = _spec(solver)
+def _check_inputs(y: torch.Tensor, x_T: Optional[torch.Tensor], schedule: Schedule, nfe: Optional[int],
+                  rho: Optional[float], grid: GridRequest, ts: Optional[Sequence[float]]) -> None:
+    """One ValueError line for inputs no solver can take."""
     if not isinstance(y, torch.Tensor) or not y.is_floating_point():
         raise ValueError("y must be a floating-point torch tensor [B, C, H, W]")
     if x_T is not None and x_T.shape != y.shape:
         raise ValueError(f"x_T has shape {tuple(x_T.shape)} but y has {tuple(y.shape)}; they must match")
     if not isinstance(schedule, (ResShiftSchedule, ContinuousSchedule)):
         raise ValueError(f"schedule must be a ResShiftSchedule or a continuous schedule, got {type(schedule).__name__}")
-    if rho == 0 or not math.isfinite(rho):
-        raise ValueError(f"rho must be a finite non-zero number (rho=1 is uniform), got rho={rho}")
+    if rho is not None:
+        check_rho(rho)
     if nfe is not None and (int(nfe) != nfe or nfe < 1):
         raise ValueError(f"nfe must be a positive integer, got {nfe}")
-    unknown = set(solver_options) - set(spec.options())
-    if unknown:
-        raise ValueError(f"solver {solver!r} does not take {', '.join(sorted(unknown))}; "
-                         f"its options are: {', '.join(spec.options()) or 'none'}")
-    if "variable" in spec.options() and solver_options.get("variable") is None:
-        cont = as_continuous(schedule)
-        solver_options["variable"] = "eta" if solver == "adaptive" else cont.default_variable
+    if ts is not None and (grid is not None or rho is not None):
+        raise ValueError("ts is an explicit grid: pass ts, or grid/rho, not both")
 
-    # The grid and the kwargs the solver function needs.
-    kwargs: dict[str, Any] = dict(solver_options)
-    if solver == "markov":
-        if ts is not None:
-            raise ValueError("markov runs on the trained chain; it takes nfe, not an explicit ts grid")
-        etas, t_chain, kappa = _markov_chain(schedule, int(nfe) if nfe is not None else -1)
-        grid = t_chain[::-1].copy()
-        eta_start = float(etas[-1])
-        kwargs.update(etas=etas, ts=t_chain, kappa=kappa, generator=generator)
-    else:
-        cont = as_continuous(schedule)
-        if ts is not None:
-            grid = np.asarray(ts, dtype=np.float64)
-            if grid.ndim != 1 or len(grid) < spec.min_points or not np.all(np.diff(grid) < 0):
-                raise ValueError(f"ts must be a strictly decreasing 1-D grid of at least {spec.min_points} times")
-            if not (grid[-1] > 0 and grid[0] <= 1):
-                raise ValueError("ts must lie in (0, 1]")
-            if nfe is not None and solver != "adaptive" and spec.nfe_for_points(len(grid)) > nfe:
-                raise ValueError(f"a grid of {len(grid)} points costs {spec.nfe_for_points(len(grid))} NFE "
-                                 f"with {solver!r}, over the budget nfe={nfe}")
-        else:
-            grid = grid_for(solver, cont, nfe, rho)
-        eta_start = float(cont.eta(float(grid[0])))
-        kwargs.update(schedule=cont, ts=grid)
-        if spec.stochastic:
-            kwargs["generator"] = generator
 
+def sample(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, solver: str, nfe: Optional[int],
+           rho: Optional[float] = None, grid: GridRequest = None, x_T: Optional[torch.Tensor] = None,
+           generator: Optional[torch.Generator] = None, ts: Optional[Sequence[float]] = None,
+           callback: Optional[Callback] = None, **options: Any) -> SampleResult:
+    """Sample x0 given the shift target ``y`` with any registered solver, within ``nfe`` network calls.
+
+    ``nfe`` is the budget: the solver takes the largest grid (design §6) whose NFE (design §7)
+    fits, and ``SampleResult.nfe`` reports the calls made. ``grid``: ``"rho"`` (the paper's rho
+    grid in t; giving ``rho`` alone means this), ``"lambda"``, ``"karras"``, ``"auto"`` (the
+    default without rho or ts: the solver's measured best grid for the schedule), a grid file
+    or an array; ``ts`` an explicit decreasing grid (1 -> 1/T). Without ``x_T`` the prior
+    ``x_T = y + kappa sqrt(eta(t_0)) z`` is drawn with ``torch.randn(y.shape, generator=...)``;
+    stochastic solvers then draw one such tensor per step, in step order. A discrete
+    ``ResShiftSchedule`` is continued exactly (``ExactSchedule``) for ODE/SDE solvers.
+    ``callback(dict(i, t, x, x0_hat))`` is called before every step. Extra keyword options go
+    to the solver (``SOLVERS[solver].options()``); unknown ones raise.
+    """
+    spec = _spec(solver)
+    _check_inputs(y, x_T, schedule, nfe, rho, grid, ts)
+    kwargs = spec.solver_options(schedule, options)
+    chain = spec.chain(spec, schedule, nfe, ts if ts is not None else grid, rho)
     if x_T is None:
         z = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
-        x_T = y + torch.tensor(float(schedule.kappa) * math.sqrt(eta_start), dtype=y.dtype, device=y.device) * z
-
+        x_T = y + torch.tensor(float(schedule.kappa) * math.sqrt(chain.eta_start), dtype=y.dtype, device=y.device) * z
     model = CountingDenoiser(denoiser, budget=nfe)
+    noise = {"generator": generator} if spec.stochastic else {}
     try:
-        x = spec.fn(model, x_T, y, callback=callback, **kwargs)
+        x = spec.fn(model, x_T, y, callback=callback, **chain.kwargs, **noise, **kwargs)
     except BudgetExceeded as err:
-        if solver == "adaptive":
-            raise ValueError(f"adaptive needed more than nfe={nfe} network calls at rtol/atol "
-                             f"{kwargs.get('rtol', 1e-5)}/{kwargs.get('atol', 1e-5)}: raise nfe or loosen the tolerances") from err
-        raise  # pragma: no cover - fixed-grid solvers never exceed their budget
-    return SampleResult(x=x, nfe=model.calls, ts=grid, solver=solver,
-                        options={k: v for k, v in solver_options.items()})
-
+        raise ValueError(f"{solver} needed more than nfe={nfe} network calls{spec.budget_hint}") from err
+    return SampleResult(x=x, nfe=model.calls, ts=chain.ts, solver=solver, options=kwargs)

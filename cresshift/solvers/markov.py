@@ -1,14 +1,35 @@
 """The original ResShift ancestral (Markov) sampler, numerically identical to the official one."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from .base import Callback, CountingDenoiser
+from ..schedules import ContinuousSchedule, ResShiftSchedule
+from ..schedules.discrete import respaced_indices
+from .base import Callback, Chain, CountingDenoiser
 
-__all__ = ["sample_markov"]
+__all__ = ["sample_markov", "markov_chain"]
+
+
+def markov_chain(spec: Any, schedule: Union[ResShiftSchedule, ContinuousSchedule], nfe: Optional[int],
+                 grid: Any = None, rho: Optional[float] = None) -> Chain:
+    """The official chain respaced to ``nfe`` steps (design §2; rho does not apply): keep indices
+    ``{int(T/S i) : i < S}`` of the table (a continuous schedule: of eta(k/T))."""
+    if grid is not None and not (isinstance(grid, str) and grid == "auto"):
+        raise ValueError("markov runs on the trained chain; it takes nfe, not an explicit ts grid or a grid family")
+    if nfe is None:
+        raise ValueError("markov needs nfe (the number of chain steps)")
+    if isinstance(schedule, ResShiftSchedule):
+        table, T, kappa = schedule.etas, schedule.T, schedule.kappa
+    else:
+        table, T, kappa = schedule.step_etas(), schedule.T, schedule.kappa
+    if not 1 <= nfe <= T:
+        raise ValueError(f"markov runs the trained chain of T={T} steps: nfe must be between 1 and {T}, got {nfe}")
+    kept = np.asarray(respaced_indices(T, nfe))
+    etas, t_chain = table[kept], (kept + 1) / T
+    return Chain(ts=t_chain[::-1].copy(), eta_start=float(etas[-1]), kwargs=dict(etas=etas, ts=t_chain, kappa=kappa))
 
 
 def sample_markov(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, etas: Sequence[float],

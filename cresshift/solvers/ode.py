@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
 
 from ..schedules import ContinuousSchedule
-from .base import Callback, CountingDenoiser, Variable
+from .base import Callback, CountingDenoiser, Variable, as_variable
 
 __all__ = ["sample_euler", "sample_heun", "grid_tables", "UnstableStepWarning", "heun_noise_factors"]
 
@@ -25,21 +25,21 @@ def grid_tables(schedule: ContinuousSchedule, ts: np.ndarray, variable: Variable
     """
     etas = schedule.eta(np.asarray(ts, np.float64))
     alphas = np.ones_like(etas)
-    if variable.name == "t":
+    if variable.needs_alpha:
         alphas = schedule.alpha(np.asarray(ts, np.float64))
         idx = np.arange(len(ts)) if need_alpha_at is None else need_alpha_at
         bad = ~np.isfinite(alphas[idx])
         if bad.any():
             raise ValueError(
-                f"variable='t' needs a finite alpha(t), but {type(schedule).__name__}'s alpha diverges at "
+                f"variable={variable.name!r} needs a finite alpha(t), but {type(schedule).__name__}'s alpha diverges at "
                 f"t = {float(np.asarray(ts)[idx][bad][0]):.6g}; use variable='eta' or 'sigma' (the same ODE)")
     return etas, alphas, variable.coords(ts, etas, schedule.kappa)
 
 
 def sample_euler(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, schedule: ContinuousSchedule,
-                 ts: np.ndarray, *, variable: str = "t", callback: Optional[Callback] = None) -> torch.Tensor:
+                 ts: np.ndarray, *, variable: Union[str, Variable] = "t", callback: Optional[Callback] = None) -> torch.Tensor:
     """Euler's method over the grid ``ts`` (1 -> 1/T), then x0_hat at 1/T. Order 1; NFE = len(ts)."""
-    var = Variable(variable)
+    var = as_variable(variable)
     n = len(ts)
     etas, alphas, coords = grid_tables(schedule, ts, var, need_alpha_at=np.arange(n - 1))
     z = var.to_state(x, y, etas[0])
@@ -69,27 +69,22 @@ def heun_noise_factors(etas: np.ndarray, alphas: np.ndarray, coords: np.ndarray,
     """
     etas = np.asarray(etas, np.float64)
     coords = np.asarray(coords, np.float64)
-    if variable.name == "t":
-        k = np.asarray(alphas, np.float64) / (2 * etas)
-    elif variable.name == "eta":
-        k = 1 / (2 * etas)
-    else:
-        k = 1 / coords
+    k = variable.noise_rate(etas, np.asarray(alphas, np.float64), coords)
     h = np.diff(coords)
     heun = 1 + h / 2 * (k[:-1] + k[1:] * (1 + h * k[:-1]))
-    if variable.name == "sigma":  # the state is (x - y) / (1 - eta): back to x
-        heun = heun * (1 - etas[1:]) / (1 - etas[:-1])
+    scale = variable.state_scale(etas)  # the state's noise part back to x's
+    heun = heun * scale[1:] / scale[:-1]
     return heun, np.sqrt(etas[1:] / etas[:-1])
 
 
 def sample_heun(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, schedule: ContinuousSchedule,
-                ts: np.ndarray, *, variable: str = "t", callback: Optional[Callback] = None) -> torch.Tensor:
+                ts: np.ndarray, *, variable: Union[str, Variable] = "t", callback: Optional[Callback] = None) -> torch.Tensor:
     """Heun's method (explicit trapezoid) over ``ts``, then x0_hat at 1/T. Order 2; NFE = 2(len(ts)-1)+1.
 
     Warns (:class:`UnstableStepWarning`) when a step would grow the noise part of x
     (:func:`heun_noise_factors`) instead of shrinking it.
     """
-    var = Variable(variable)
+    var = as_variable(variable)
     n = len(ts)
     etas, alphas, coords = grid_tables(schedule, ts, var)
     factors, exact = heun_noise_factors(etas, alphas, coords, var)
