@@ -229,3 +229,12 @@ def _same_config(a: Any, b: Any) -> bool:
 
 def _short(config: Any) -> str:
     return json.dumps(config, separators=(",", ":"))[:160]
+
+
+def __getattr__(name: str) -> Any:
+    """``optimize_grid`` lives in the solvers layer (it runs ``sample``); imported on first use, no cycle."""
+    if name == "optimize_grid":
+        from .solvers.optimize import optimize_grid
+
+        return optimize_grid
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -211,32 +211,12 @@ class SRPipeline:
         sched = self.schedule_for(schedule)
         context = self.context_pad if context_pad is None else _check_context_pad(context_pad)
         h, w = lr.shape[-2:]
-        lr = lr.to(self.device, torch.float32)
-        m = self.lr_multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:  # official rule: reflect-pad, crop after
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            lr = F.pad(lr, (0, pw, 0, ph), mode=mode)
         if generator is None and seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        secs = {"autoencoder": 0.0}
-
-        # The shift target y and the network's conditioning lq.
-        y_pix = upsample_lr(lr, self.sf)
-        tile_net = tile_ae = None
-        if tile is not None:
-            tile_net = tile if self.latent else tile * self.sf
-            tile_ae = tile * self.sf
+        y, lq, ae_seconds = self.shift_target(lr, tile=tile, tile_overlap=tile_overlap)
+        secs = {"autoencoder": ae_seconds}
+        tile_net = None if tile is None else (tile if self.latent else tile * self.sf)
         overlap_net = tile_overlap if self.latent else tile_overlap * self.sf
-        if self.latent:
-            _sync(self.device)
-            t0 = time.perf_counter()
-            y = self._encode(y_pix, tile_ae, tile_overlap * self.sf)
-            _sync(self.device)
-            secs["autoencoder"] += time.perf_counter() - t0
-            lq = lr
-        else:
-            y, lq = y_pix, y_pix
 
         denoiser = self.network_denoiser(y, lq, schedule=sched, tile=tile_net, tile_overlap=overlap_net, context_pad=context)
         timed = denoiser.net
@@ -257,6 +237,27 @@ class SRPipeline:
             secs["autoencoder"] += time.perf_counter() - t0
         sr = out.clamp(-1, 1)[..., : h * self.sf, : w * self.sf]
         return SRResult(sr=sr, nfe=res.nfe, ts=res.ts, seconds=secs, sample=res)
+
+    def shift_target(self, lr: torch.Tensor, *, tile: Optional[int] = None,
+                     tile_overlap: int = 16) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(y, lq, autoencoder seconds) of an LR batch reflect-padded to ``lr_multiple`` (the official rule).
+
+        y is the bicubic x sf upsampled LR (latent models: its encoding, with lq the padded LR;
+        pixel models: lq = y). ``tile`` / ``tile_overlap`` in LR pixels bound the encoder's memory.
+        """
+        lr = lr.to(self.device, torch.float32)
+        h, w = lr.shape[-2:]
+        ph, pw = (-h) % self.lr_multiple, (-w) % self.lr_multiple
+        if ph or pw:
+            lr = F.pad(lr, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
+        y_pix = upsample_lr(lr, self.sf)
+        if not self.latent:
+            return y_pix, y_pix, 0.0
+        _sync(self.device)
+        t0 = time.perf_counter()
+        y = self._encode(y_pix, None if tile is None else tile * self.sf, tile_overlap * self.sf)
+        _sync(self.device)
+        return y, lr, time.perf_counter() - t0
 
     def network_denoiser(self, y: torch.Tensor, lq: Optional[torch.Tensor], *,
                          schedule: Union[None, str, ResShiftSchedule, ContinuousSchedule] = None,
