@@ -178,7 +178,8 @@ def _rho(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> 
 def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed([
         click.option("--model", envvar="CRESSHIFT_MODEL", default="bundled", show_default=True,
-                     help="bundled | bundled-discrete | a cresshift .safetensors | an official .pth (with --preset)."),
+                     help="bundled | bundled-discrete | a preset fetched by 'cresshift fetch' | a cresshift "
+                          ".safetensors | an official .pth (with --preset)."),
         click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
                      help="Which official network an official .pth is."),
         click.option("--autoencoder", type=click.Path(dir_okay=False), default=None,
