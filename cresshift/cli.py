@@ -662,7 +662,9 @@ def _rho_value(text: str) -> float:
               help="LPIPS backbone (ResShift validates with vgg).")
 @click.option("--lpips-backbone", default=None,
               help="Path of the torchvision backbone weights (alexnet-owt-7be5be79.pth / vgg16-397923af.pth) "
-                   "if not in the torch hub cache.")
+                   "if neither 'cresshift fetch lpips' nor the torch hub cache has them.")
+@click.option("--crop-border", type=click.IntRange(0, None), default=0, show_default=True,
+              help="Pixels shaved from every side before PSNR / SSIM (LPIPS sees the whole image).")
 @click.option("--out", type=click.Path(file_okay=False), default="cresshift-bench", show_default=True,
               help="Results folder; rerunning with the same folder resumes.")
 @click.option("--fresh", is_flag=True, help="Discard the results already in --out.")
@@ -676,7 +678,7 @@ def _rho_value(text: str) -> float:
 def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str,
           baseline_model: str, no_baseline: bool, hr: Optional[str], lr: Optional[str], limit: Optional[int],
           solvers: Optional[list[str]], rhos: Optional[list[float]], nfes: Optional[list[int]],
-          solver_options: tuple[str, ...], schedule: str, lpips_net: str, lpips_backbone: Optional[str], out: str,
+          solver_options: tuple[str, ...], schedule: str, lpips_net: str, lpips_backbone: Optional[str], crop_border: int, out: str,
           fresh: bool, seed: int, tile: Optional[int], context_pad: Optional[int], dry_run: bool, as_json: bool,
           quiet: bool) -> None:
     """NFE-matched LPIPS / SSIM / PSNR table of solvers x rho x NFE.
@@ -711,7 +713,7 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
                                  nfes or (engine.TABLE1_NFE,), baseline=not no_baseline, options=opts)
     settings = engine.BenchSettings(
         model=model, preset=preset, autoencoder=autoencoder, baseline_model=baseline_model, hr=hr, lr=lr, limit=limit,
-        seed=seed, schedule=schedule, lpips_net=lpips_net, lpips_backbone=lpips_backbone, device=device,
+        seed=seed, schedule=schedule, lpips_net=lpips_net, lpips_backbone=lpips_backbone, crop_border=crop_border, device=device,
         dtype=None if dtype == "float32" else dtype, tile=tile, context_pad=context_pad, out=out,
         fresh=fresh, command=engine.command_line(_INVOCATION))
     if dry_run:

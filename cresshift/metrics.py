@@ -2,7 +2,8 @@
 
 - Images are tensors in [-1, 1], [B, 3, H, W] (a single [3, H, W] image is accepted too).
 - PSNR and SSIM first quantise to uint8 levels, ``round((x + 1) / 2 * 255)`` clipped to
-  0..255, as saving the image would; no border is cropped.
+  0..255, as saving the image would; no border is cropped unless ``crop_border=N`` shaves N px
+  from every side first (BasicSR / pyiqa ``crop_border``).
 - Y is the luma of YCbCr with the MATLAB/BasicSR coefficients,
   ``Y = (65.481 R + 128.553 G + 24.966 B) / 255 + 16`` on 0..255 RGB levels, kept as float
   in [16, 235] (BasicSR's ``calculate_psnr(..., test_y_channel=True)`` does the same).
@@ -25,7 +26,7 @@ import torch
 
 from .weights import load_lpips_file, lpips_cache_path
 
-__all__ = ["quantize", "rgb_to_y", "psnr_y", "psnr_rgb", "ssim_y", "LPIPSMetric", "evaluate_pair",
+__all__ = ["quantize", "rgb_to_y", "psnr_y", "psnr_rgb", "ssim_y", "LPIPSMetric", "evaluate_pair", "conventions",
            "LPIPS_BACKBONE_FILES", "SSIM_MIN_SIZE"]
 
 _Y_COEFFS = (65.481, 128.553, 24.966)
@@ -71,23 +72,37 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(mse == 0, torch.full_like(mse, float("inf")), psnr)
 
 
-def psnr_y(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB on Y of the uint8-rounded images, [B] float64 (inf when identical)."""
+def _crop(sr: torch.Tensor, hr: torch.Tensor, crop_border: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both images of a pair without ``crop_border`` px on every side."""
     sr, hr = _pair(sr, hr)
+    if crop_border < 0:
+        raise ValueError(f"crop_border must be >= 0, got {crop_border}")
+    if crop_border == 0:
+        return sr, hr
+    h, w = sr.shape[-2:]
+    if min(h, w) <= 2 * crop_border:
+        raise ValueError(f"crop_border {crop_border} leaves nothing of a {w}x{h} image")
+    window = (..., slice(crop_border, h - crop_border), slice(crop_border, w - crop_border))
+    return sr[window], hr[window]
+
+
+def psnr_y(sr: torch.Tensor, hr: torch.Tensor, *, crop_border: int = 0) -> torch.Tensor:
+    """Per-image PSNR in dB on Y of the uint8-rounded images, [B] float64 (inf when identical)."""
+    sr, hr = _crop(sr, hr, crop_border)
     return _psnr(rgb_to_y(sr, quantized=True), rgb_to_y(hr, quantized=True))
 
 
-def psnr_rgb(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+def psnr_rgb(sr: torch.Tensor, hr: torch.Tensor, *, crop_border: int = 0) -> torch.Tensor:
     """Per-image PSNR in dB on the uint8-rounded RGB images, [B] float64 (inf when identical)."""
-    sr, hr = _pair(sr, hr)
+    sr, hr = _crop(sr, hr, crop_border)
     return _psnr(quantize(sr), quantize(hr))
 
 
-def ssim_y(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+def ssim_y(sr: torch.Tensor, hr: torch.Tensor, *, crop_border: int = 0) -> torch.Tensor:
     """Per-image SSIM on Y of the uint8-rounded images (pytorch_msssim, window 11, sigma 1.5), [B] float64."""
     from pytorch_msssim import ssim
 
-    sr, hr = _pair(sr, hr)
+    sr, hr = _crop(sr, hr, crop_border)
     h, w = sr.shape[-2:]
     if min(h, w) < SSIM_MIN_SIZE:
         raise ValueError(f"SSIM needs images of at least {SSIM_MIN_SIZE}x{SSIM_MIN_SIZE} px "
@@ -217,9 +232,27 @@ class LPIPSMetric:
         return f"LPIPSMetric({self.name!r}, {state})"
 
 
-def evaluate_pair(sr: torch.Tensor, hr: torch.Tensor, lpips: Optional[LPIPSMetric] = None) -> dict[str, torch.Tensor]:
-    """Per-image psnr_y, psnr_rgb, ssim_y, and lpips when an available metric is given ([B] float64 each)."""
-    out = {"psnr_y": psnr_y(sr, hr), "psnr_rgb": psnr_rgb(sr, hr), "ssim_y": ssim_y(sr, hr)}
+def conventions(crop_border: int = 0, lpips: Optional[LPIPSMetric] = None) -> dict[str, str]:
+    """How each metric of ``evaluate_pair`` is computed, in words (for result files)."""
+    levels = "inputs quantised to 8 bit (round((x + 1) / 2 * 255), clipped)"
+    crop = f"{crop_border} px cropped from every side" if crop_border else "no border crop"
+    out = {"psnr_y": f"PSNR on Y = (65.481 R + 128.553 G + 24.966 B) / 255 + 16 (BT.601, [16, 235], float), "
+                     f"peak 255, per image then averaged; {levels}; {crop}",
+           "psnr_rgb": f"PSNR on RGB, peak 255, per image then averaged; {levels}; {crop}",
+           "ssim_y": f"SSIM on the same Y, pytorch_msssim Gaussian window 11, sigma 1.5, data range 255, "
+                     f"K = (0.01, 0.03), valid filtering; {levels}; {crop}"}
+    if lpips is not None:
+        source = "random backbone" if lpips.backbone_path is None else str(lpips.backbone_path)
+        out["lpips"] = (f"LPIPS v0.1 ({lpips.net}, linear layers of the lpips package, backbone {source}) on float "
+                        f"inputs in [-1, 1], not quantised, whole image (no crop)")
+    return out
+
+
+def evaluate_pair(sr: torch.Tensor, hr: torch.Tensor, lpips: Optional[LPIPSMetric] = None, *,
+                  crop_border: int = 0) -> dict[str, torch.Tensor]:
+    """Per-image psnr_y, psnr_rgb, ssim_y (``crop_border`` px shaved), and lpips when an available metric is given ([B] float64 each)."""
+    out = {"psnr_y": psnr_y(sr, hr, crop_border=crop_border), "psnr_rgb": psnr_rgb(sr, hr, crop_border=crop_border),
+           "ssim_y": ssim_y(sr, hr, crop_border=crop_border)}
     if lpips is not None and lpips.available:
         out["lpips"] = lpips(sr, hr)
     return out

