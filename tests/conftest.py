@@ -16,6 +16,12 @@ def exp_v1(v1) -> ExpAlphaSchedule:
 
 
 @pytest.fixture(autouse=True)
+def _empty_weight_cache(tmp_path_factory, monkeypatch):
+    """No test sees the user's weight cache (cresshift fetch): CRESSHIFT_CACHE is an empty folder."""
+    monkeypatch.setenv("CRESSHIFT_CACHE", str(tmp_path_factory.mktemp("cresshift-cache")))
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)

@@ -167,8 +167,10 @@ def test_bench_two_images_two_rows_writes_every_output(data, tmp_path):
     for name in ("results.json", "results.jsonl", "table.md", "table.csv", "plot_psnr_y.png", "plot_ssim_y.png",
                  "plot_psnr_rgb.png"):
         assert (out / name).is_file(), name
-    assert not (out / "plot_lpips.png").exists()  # no LPIPS numbers, no LPIPS plot
+    assert not (out / "plot_lpips.png").exists() and not (out / "plot_pd.png").exists()  # no LPIPS, no LPIPS plots
     res = json.loads((out / "results.json").read_text())
+    assert set(res["conventions"]) == {"psnr_y", "psnr_rgb", "ssim_y"} and res["settings"]["crop_border"] == 0
+    assert "quantised to 8 bit" in res["conventions"]["psnr_y"] and "no border crop" in res["conventions"]["ssim_y"]
     assert [(e["solver"], e["nfe"], e["images"]) for e in res["table"]] == [("euler", 3, 2), ("heun", 3, 2)]
     assert len(res["records"]) == 4 and {x["image"] for x in res["records"]} == {"a.png", "b.png"}
     for key in ("settings", "versions", "device", "images", "rows", "lpips"):
@@ -192,7 +194,17 @@ def test_bench_json_and_random_lpips_backbone(data, tmp_path):
     res = json.loads(r.stdout)
     assert res["table"][0]["lpips"] is not None and 0 <= res["table"][0]["lpips"]
     assert "random" in res["lpips"]["name"]
-    assert (tmp_path / "j" / "plot_lpips.png").is_file()
+    assert (tmp_path / "j" / "plot_lpips.png").is_file() and (tmp_path / "j" / "plot_pd.png").is_file()
+    assert "[-1, 1], not quantised" in res["conventions"]["lpips"]
+
+
+def test_bench_crop_border_is_recorded_and_changes_psnr(data, tmp_path):
+    args = ["bench", "--model", data["model"], "--hr", data["hr"], "--solvers", "euler", "--rhos", "1", "--nfe", "2",
+            "--no-baseline", "--limit", "1", "--json", "-q"]
+    whole = json.loads(run(*args, "--out", tmp_path / "w").stdout)
+    cropped = json.loads(run(*args, "--crop-border", "4", "--out", tmp_path / "c").stdout)
+    assert cropped["settings"]["crop_border"] == 4 and "4 px cropped" in cropped["conventions"]["psnr_y"]
+    assert cropped["records"][0]["psnr_y"] != whole["records"][0]["psnr_y"]
 
 
 def test_plots_are_skipped_with_a_note_without_matplotlib(data, tmp_path, monkeypatch):

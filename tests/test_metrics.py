@@ -107,6 +107,18 @@ def test_ssim_is_one_for_identical_and_decreases_with_noise(photo_pair):
     assert bool((s[1:] < s[:-1]).all()), s
 
 
+def test_crop_border_ignores_exactly_the_border(photo_pair):
+    hr, _ = photo_pair
+    sr = hr.clone()
+    sr[..., :2, :] = -sr[..., :2, :]  # spoil the top two rows and the right column only
+    sr[..., :, -1] = 1.0
+    assert torch.isfinite(psnr_y(sr, hr)).all() and torch.isfinite(psnr_y(sr, hr, crop_border=1)).all()
+    assert torch.isinf(psnr_y(sr, hr, crop_border=2)).all() and torch.isinf(psnr_rgb(sr, hr, crop_border=2)).all()
+    assert torch.allclose(ssim_y(sr, hr, crop_border=2), torch.ones(len(hr), dtype=torch.float64))
+    with pytest.raises(ValueError, match="leaves nothing"):
+        psnr_y(sr, hr, crop_border=hr.shape[-1])
+
+
 def test_ssim_rejects_images_smaller_than_the_window():
     x = torch.zeros(1, 3, 10, 40)
     with pytest.raises(ValueError, match="11x11"):

@@ -137,7 +137,7 @@ def test_official_layout_round_trip(tmp_path, latent_pipe):
 
 
 def test_errors(tmp_path, pixel_pipe):
-    with pytest.raises(CheckpointError, match="official weights are not bundled"):
+    with pytest.raises(CheckpointError, match="not in the cache .*run 'cresshift fetch realsr-x4-v1'"):
         load_pipeline("realsr-x4-v1")
     with pytest.raises(CheckpointError, match="no such model file or preset"):
         load_pipeline(tmp_path / "missing.safetensors")

@@ -358,12 +358,30 @@ def load_pipeline(name_or_path: Union[str, Path] = "bundled", *, preset: Optiona
 
     Official ``.pth`` files need ``preset=`` (realsr-x4-v1, realsr-x4-v2, realsr-x4-v3, bicsr-x4) and
     ``autoencoder=`` (autoencoder_vq_f4.pth). ``load_pipeline("realsr-x4-v1", random_weights=True)``
-    builds the official architecture with random weights (benchmarks, tests). ``compile=True``
+    builds the official architecture with random weights (benchmarks, tests); without
+    ``random_weights`` a preset name loads the official files that ``cresshift fetch <preset>``
+    put in the cache (``cresshift.weights.official_cache_path``), and says so when they are missing. ``compile=True``
     runs the network through ``torch.compile`` (``SRPipeline.compile``).
     """
     pipe = _load(name_or_path, preset=preset, autoencoder=autoencoder, device=device, dtype=dtype,
                  random_weights=random_weights)
     return pipe.compile() if compile else pipe
+
+
+def _cached_official(name: str, preset: Optional[str],
+                     autoencoder: Optional[Union[str, Path]]) -> tuple[str, str, Union[str, Path]]:
+    """(checkpoint path, preset, autoencoder path) of a preset fetched into the cache by 'cresshift fetch'."""
+    from ..weights import official_cache_path
+
+    if preset is not None and preset != name:
+        raise CheckpointError(f"model {name!r} is itself a preset; drop preset={preset!r}")
+    needed = [official_cache_path(name)] + ([] if autoencoder is not None else [official_cache_path("autoencoder")])
+    missing = [path for path in needed if not path.is_file()]
+    if missing:
+        raise CheckpointError(f"the official {name} weights are not in the cache ({missing[0]} is missing): run "
+                              f"'cresshift fetch {name}', or pass the files ({OFFICIAL_PRESETS[name]['files']}) "
+                              f"with preset={name!r}")
+    return str(needed[0]), name, autoencoder if autoencoder is not None else needed[-1]
 
 
 def _load(name_or_path: Union[str, Path], *, preset: Optional[str], autoencoder: Optional[Union[str, Path]],
@@ -374,10 +392,9 @@ def _load(name_or_path: Union[str, Path], *, preset: Optional[str], autoencoder:
         if not path.is_file():
             raise CheckpointError(f"the bundled model {name!r} is missing from this installation ({path})")
         name = str(path)
-    if name in OFFICIAL_PRESETS:
-        if not random_weights:
-            raise CheckpointError(f"official weights are not bundled: pass the checkpoint file with preset={name!r} "
-                                  f"and autoencoder=autoencoder_vq_f4.pth ({OFFICIAL_PRESETS[name]['files']})")
+    if name in OFFICIAL_PRESETS and not random_weights:
+        name, preset, autoencoder = _cached_official(name, preset, autoencoder)
+    elif name in OFFICIAL_PRESETS:
         preset_cfg = get_preset(name)
         return build_pipeline({"model": {"class": "UNetModelSwin", "params": preset_cfg["model"]},
                                "autoencoder": preset_cfg["autoencoder"], "diffusion": preset_cfg["diffusion"],

@@ -1,0 +1,1 @@
+"""One module per ``cresshift`` command (each defines one click command; cli.py registers it)."""
