@@ -77,6 +77,8 @@ def main() -> None:
                     help="eta(t) of phase 2: exp (the paper's alpha(t) fitted to the table) or exact (keeps the table's marginals)")
     ap.add_argument("--trainable-finetune", default="time", choices=["all", "time"],
                     help="parameters phase 2 trains: only the time conditioning (time_embed, emb_layers), or all")
+    ap.add_argument("--t-sampler-finetune", default="uniform", choices=["uniform", "loss-aware"],
+                    help="phase 2 sampling of t: uniform (the paper) or loss-aware importance sampling")
     ap.add_argument("--val-every-finetune", type=int, default=50, help="validation (and checkpoint) interval of phase 2")
     ap.add_argument("--init-discrete", default=None,
                     help="phase 2 starts from this discrete model (default: phase 1's best in --out)")
@@ -122,12 +124,14 @@ def main() -> None:
         print(f"# phase 1 done in {(t1 - t0) / 60:.1f} min: {json.dumps(r1)}", file=sys.stderr)
     if "2" in args.phases:
         start = args.init_discrete or "phase 1's best"
-        print(f"# phase 2: continuous t ({args.continuous_schedule} schedule), {args.steps_continuous} steps, trains "
+        print(f"# phase 2: continuous t ({args.continuous_schedule} schedule, {args.t_sampler_finetune} t), "
+              f"{args.steps_continuous} steps, trains "
               f"{args.trainable_finetune} parameters, from {start}", file=sys.stderr)
         r2 = train(TrainSettings(out=str(out / "continuous"), time="continuous", schedule=args.continuous_schedule,
                                  init=args.init_discrete or str(out / "discrete" / "best.safetensors"), steps=args.steps_continuous,
                                  lr=args.lr_finetune, warmup=0, cosine=True, val_solver=args.val_solver, val_nfe=15,
                                  trainable=args.trainable_finetune, scale_aug=args.scale_aug_finetune,
+                                 t_sampler=args.t_sampler_finetune,
                                  **{**common, "val_every": args.val_every_finetune, "save_every": args.val_every_finetune}))
         t2 = time.perf_counter()
         print(f"# phase 2 done in {(t2 - t1) / 60:.1f} min: {json.dumps(r2)}", file=sys.stderr)

@@ -476,3 +476,92 @@ def test_scale_augmentation_is_a_training_setting(photo_folder, tmp_path):
         other.resume(ckpt)
     result = CliRunner().invoke(finetune, ["--data", str(photo_folder), "--scale-aug", "0", "--out", str(tmp_path / "c")])
     assert result.exit_code != 0 and "--scale-aug" in result.output
+
+
+def _interrupted_at(trainer: Trainer, step: int) -> None:
+    """Make ``trainer.run`` stop (as by Ctrl-C) when it reaches ``step``."""
+    train_step = trainer.train_step
+
+    def interrupt() -> float:
+        if trainer.step == step:
+            raise KeyboardInterrupt
+        return train_step()
+    trainer.train_step = interrupt  # type: ignore[method-assign]
+
+
+def test_loss_aware_t_sampler_is_part_of_the_resume_state(photo_folder, tmp_path):
+    """Loss-aware t: interrupted at step 3 and resumed == 6 uninterrupted steps (weights, sampler histories)."""
+    from cresshift.training.t_sampler import LossAwareTSampler
+
+    def make(out: Path) -> Trainer:
+        tr = Trainer(tiny(photo_folder, out, steps=6, time="continuous", t_sampler="loss-aware", predict="residual"))
+        tr.t_sampler = LossAwareTSampler(T, bins=3, history=2)  # warm after a few samples: p changes within the run
+        return tr
+    full = make(tmp_path / "a")
+    full.run(progress=False)
+    assert full.t_sampler.warm and int(full.t_sampler.counts.sum()) == 6 * 4
+    killed = make(tmp_path / "b")
+    _interrupted_at(killed, 3)
+    assert killed.run(progress=False)["interrupted"]
+    resumed = make(tmp_path / "b")
+    resumed.resume(tmp_path / "b" / "ckpt-0000003.pt")
+    assert int(resumed.t_sampler.counts.sum()) == 3 * 4
+    resumed.run(progress=False)
+    for (k, va), vb in zip(full.net.state_dict().items(), resumed.net.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert torch.equal(full.t_sampler.losses, resumed.t_sampler.losses)
+    # a uniform-t checkpoint does not resume a loss-aware run
+    uniform = Trainer(tiny(photo_folder, tmp_path / "c", steps=2, time="continuous", predict="residual"))
+    uniform.run(progress=False)
+    with pytest.raises(ValueError, match="t_sampler"):
+        make(tmp_path / "d").resume(tmp_path / "c" / "ckpt-0000002.pt")
+
+
+def test_loss_aware_objective_weights_each_crop_by_the_inverse_density(photo_folder, tmp_path):
+    tr = Trainer(tiny(photo_folder, tmp_path, time="continuous", t_sampler="loss-aware", predict="residual"))
+    edges = torch.linspace(1 / T, 1, 16, dtype=torch.float64)
+    for b in range(15):  # a warm sampler that favours large t
+        tr.t_sampler.update(torch.full((10,), float(edges[b] + edges[b + 1]) / 2), torch.full((10,), float(b + 1)))
+    assert tr.t_sampler.warm
+    hr, lr = tr.sampler.batch(4)
+    state = tr.noise.get_state()
+    with torch.no_grad():
+        t, err = tr.sample_losses(tr.net, hr, lr)
+        tr.noise.set_state(state)
+        weighted = float(tr.loss_on(tr.net, hr, lr))
+    w = 1 / (15 * tr.t_sampler.probabilities()[((t - 1 / T) / ((1 - 1 / T) / 15)).ceil().long() - 1])
+    assert not torch.allclose(w, torch.ones_like(w))
+    assert weighted == pytest.approx(float((err.double() * w).mean()), rel=1e-5)
+
+
+def test_log_has_per_t_losses_and_tensorboard_gets_the_run(photo_folder, tmp_path):
+    pytest.importorskip("tensorboard")
+    tr = Trainer(tiny(photo_folder, tmp_path, steps=10, time="continuous", t_sampler="loss-aware", predict="residual",
+                      val=str(photo_folder), val_every=10, tensorboard=True))
+    tr.run(progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    train_line = next(x for x in lines if "loss" in x)
+    per_t = train_line["loss_per_t"]
+    assert len(per_t) == 15 and sum(v is not None for v in per_t) >= 5  # 40 crops over 15 bins
+    assert all(v is None or v >= 0 for v in per_t) and train_line["grad_norm"] > 0
+    assert len(train_line["t_sampler_p"]) == 15
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/loss", "train/lr", "train/grad_norm", "val/psnr_y"} <= set(tags["scalars"])
+    assert any(t.startswith("loss_per_t/bin_") for t in tags["scalars"]) and "val/images" in tags["images"]
+    assert events.Scalars("train/loss")[-1].value == pytest.approx(train_line["loss"], rel=1e-6)
+
+
+def test_t_sampler_and_tensorboard_settings_are_checked(photo_folder, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="needs --time continuous"):
+        Trainer(tiny(photo_folder, tmp_path, time="discrete", t_sampler="loss-aware"))
+    with pytest.raises(ValueError, match="--t-sampler"):
+        Trainer(tiny(photo_folder, tmp_path, time="continuous", t_sampler="importance"))
+    from cresshift.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "tensorboard_available", lambda: False)
+    with pytest.raises(ValueError, match="pip install tensorboard"):
+        Trainer(tiny(photo_folder, tmp_path, tensorboard=True))

@@ -27,6 +27,9 @@ PREDICT_TYPES = ("xstart", "residual", "epsilon", "epsilon_scale")
 @click.option("--autoencoder", default=None, help="autoencoder_vq_f4.pth for official latent models.")
 @click.option("--time", "time_mode", type=click.Choice(["discrete", "continuous"]), default="continuous",
               show_default=True, help="discrete: k ~ U{1..T} (official); continuous: t ~ U(1/T, 1) (the paper).")
+@click.option("--t-sampler", type=click.Choice(["uniform", "loss-aware"]), default="uniform", show_default=True,
+              help="Continuous t: uniform, or loss-aware importance sampling (t drawn by the per-t-bin RMS loss with a "
+                   "uniform floor, each loss weighted by the inverse density: the same objective, less variance).")
 @click.option("--schedule", type=click.Choice(["exp", "exact", "given"]), default="exp", show_default=True,
               help="Continuous eta(t): exp (exp-alpha fitted to the table), exact, given (--a/--lam).")
 @click.option("--trainable", type=click.Choice(["all", "time"]), default="all", show_default=True,
@@ -73,15 +76,17 @@ PREDICT_TYPES = ("xstart", "residual", "epsilon", "epsilon_scale")
 @click.option("--keep-last", type=click.IntRange(1, None), default=2, show_default=True,
               help="Resumable checkpoints kept (best.safetensors is kept besides).")
 @click.option("--resume", default=None, help="A ckpt-*.pt to continue from, or 'auto' (the newest in --out).")
+@click.option("--tensorboard", is_flag=True,
+              help="Also log loss, lr, grad norm, per-t loss, validation metrics and images to OUT/tensorboard.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def finetune(data: str, lr_data: Optional[str], val: str, out: str, init: str, preset: Optional[str],
-             autoencoder: Optional[str], time_mode: str, schedule: str, trainable: str, a: Optional[float], lam: Optional[float],
+             autoencoder: Optional[str], time_mode: str, t_sampler: str, schedule: str, trainable: str, a: Optional[float], lam: Optional[float],
              kappa: Optional[float], min_noise_level: Optional[float], predict: Optional[str], loss_weight: str,
              context_pad: Optional[int], crop: int, sf: int, degrade: bool, scale_aug: float,
              steps: int, batch: int, micro_batch: int, lr_: float, weight_decay: float, warmup: int, cosine: bool,
              ema: float, grad_clip: float, amp: Optional[str], seed: int, device: str, threads: Optional[int],
              val_every: int, val_solver: str, val_nfe: int, save_every: int, keep_last: int, resume: Optional[str],
-             quiet: bool) -> None:
+             tensorboard: bool, quiet: bool) -> None:
     """Fine-tune (or train) a ResShift model with discrete or continuous time (the paper's §3.1).
 
     \b
@@ -92,14 +97,15 @@ def finetune(data: str, lr_data: Optional[str], val: str, out: str, init: str, p
     from .trainer import TrainSettings, train
 
     settings = TrainSettings(out=out, data=data, lr_data=lr_data, val=None if val == "none" else val, init=init,
-                             preset=preset, autoencoder=autoencoder, time=time_mode, schedule=schedule, trainable=trainable,
+                             preset=preset, autoencoder=autoencoder, time=time_mode, t_sampler=t_sampler,
+                             schedule=schedule, trainable=trainable,
                              a=a, lam=lam,
                              kappa=kappa, min_noise_level=min_noise_level, predict=predict, loss_weight=loss_weight,
                              context_pad=context_pad, crop=crop, sf=sf, degrade=degrade, scale_aug=scale_aug,
                              steps=steps, batch=batch, micro_batch=micro_batch, lr=lr_, weight_decay=weight_decay,
                              warmup=warmup, cosine=cosine, ema=ema, grad_clip=grad_clip, amp=amp, seed=seed,
                              device=device, threads=threads, val_every=val_every, val_solver=val_solver,
-                             val_nfe=val_nfe, save_every=save_every, keep_last=keep_last)
+                             val_nfe=val_nfe, save_every=save_every, keep_last=keep_last, tensorboard=tensorboard)
     try:
         result = train(settings, resume=resume, progress=not quiet)
     except (ValueError, FileNotFoundError, PermissionError) as err:

@@ -4,7 +4,12 @@ Loss: MSE between x0_hat and x0, where x0_hat comes from ``NetworkDenoiser`` —
 sampling uses — at x_t = x0 + eta (y - x0) + kappa sqrt(eta) z. ``time="discrete"`` draws the
 chain index k uniformly (t = k/T, the official recipe); ``time="continuous"`` draws
 t ~ U(1/T, 1) and takes eta(t) from a continuous schedule (the paper's recipe); the network
-is fed s = T t - 1 either way.
+is fed s = T t - 1 either way. ``t_sampler="loss-aware"`` (continuous only) draws t by
+importance sampling and weights each sample's loss by its inverse density (``t_sampler.py``).
+
+Diagnostics: every ``log.jsonl`` training line carries the mean loss per t bin (15 bins over
+(1/T, 1]) and the gradient norm; ``tensorboard=True`` writes the same and validation metrics
+and images under ``OUT/tensorboard`` (``board.py``).
 """
 from __future__ import annotations
 
@@ -31,7 +36,9 @@ from ..models.pipeline import SRPipeline, build_pipeline, upsample_lr
 from ..models.presets import get_preset
 from ..models.unet import small_pixel_config
 from ..schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule
+from .board import Board, tensorboard_available
 from .data import CropSampler, Degradation, load_folder, load_paired
+from .t_sampler import T_SAMPLERS, LossAwareTSampler, TBinLoss
 
 __all__ = ["TrainSettings", "Trainer", "train"]
 
@@ -62,6 +69,7 @@ class TrainSettings:
     loss_weight: str = "none"            # "none": MSE (the paper); "bicubic": per-crop MSE / (bicubic MSE + 1 grey level^2)
     context_pad: Optional[int] = None    # mirrored border context at sampling (network px); None: the model's own (scratch: 16)
     time: str = "discrete"               # "discrete" | "continuous"
+    t_sampler: str = "uniform"           # "uniform" | "loss-aware" (continuous time: importance sampling of t)
     trainable: str = "all"               # "all" | "time": only the time conditioning (time_embed, every emb_layers)
     schedule: str = "exp"                # continuous schedule: "exp" (fitted), "exact", "given" (a, lam)
     a: Optional[float] = None
@@ -88,6 +96,7 @@ class TrainSettings:
     save_every: int = 250
     keep_last: int = 2
     threads: Optional[int] = None
+    tensorboard: bool = False            # also log to OUT/tensorboard (needs the tensorboard package)
 
     def check(self) -> None:
         """Raise ValueError for impossible settings before anything starts."""
@@ -95,6 +104,12 @@ class TrainSettings:
             raise ValueError(f"--loss-weight must be none or bicubic, got {self.loss_weight!r}")
         if self.time not in ("discrete", "continuous"):
             raise ValueError(f"--time must be discrete or continuous, got {self.time!r}")
+        if self.t_sampler not in T_SAMPLERS:
+            raise ValueError(f"--t-sampler must be one of {', '.join(T_SAMPLERS)}, got {self.t_sampler!r}")
+        if self.t_sampler == "loss-aware" and self.time != "continuous":
+            raise ValueError("--t-sampler loss-aware samples continuous t: it needs --time continuous")
+        if self.tensorboard and not tensorboard_available():
+            raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard")
         if self.trainable not in ("all", "time"):
             raise ValueError(f"--trainable must be all or time, got {self.trainable!r}")
         if self.schedule not in ("exp", "exact", "given"):
@@ -167,10 +182,16 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=settings.amp == "fp16" and self.device.type == "cuda")
         self.sampler = self._build_data()
         self.noise = torch.Generator().manual_seed(settings.seed * 1000 + 17 + self.rank)
+        T = self.discrete.T
+        self.t_sampler = LossAwareTSampler(T) if settings.t_sampler == "loss-aware" else None
+        self.t_loss = TBinLoss(T)
+        self.grad_norm: Optional[float] = None
         self.step = 0
         self.best: Optional[float] = None
         self.val_tiles = self._build_val() if self.rank == 0 else None
         self._lpips: Any = None
+        self._val_sr: Optional[torch.Tensor] = None
+        self.board = Board(None)
         self._stop = False
         self.out = Path(settings.out)
 
@@ -280,14 +301,26 @@ class Trainer:
 
     # --- one optimisation step -------------------------------------------------------------
     def sample_t(self, n: int) -> torch.Tensor:
-        """Training times: k/T with k uniform (discrete) or t ~ U(1/T, 1) (continuous), float64 [n]."""
+        """Training times: k/T with k uniform (discrete), t ~ U(1/T, 1) (continuous) or the loss-aware sampler's, float64 [n]."""
         T = self.discrete.T
         if self.s.time == "discrete":
             return torch.randint(1, T + 1, (n,), generator=self.noise).double() / T
+        if self.t_sampler is not None:
+            return self.t_sampler.sample(n, self.noise)
         return 1 / T + (1 - 1 / T) * torch.rand(n, generator=self.noise, dtype=torch.float64)
 
     def loss_on(self, net: nn.Module, hr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-        """MSE(x0_hat, x0) on one micro-batch, x0_hat from NetworkDenoiser (the sampling convention, design §5)."""
+        """The training objective on one micro-batch: the mean per-crop loss (importance-weighted under loss-aware t)."""
+        t, err = self.sample_losses(net, hr, lr)
+        return self._weighted_mean(t, err)
+
+    def _weighted_mean(self, t: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
+        if self.t_sampler is None:
+            return err.mean()
+        return (err * self.t_sampler.weights(t).to(err.device, err.dtype)).mean()
+
+    def sample_losses(self, net: nn.Module, hr: torch.Tensor, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(t, per-crop MSE(x0_hat, x0)) on one micro-batch, x0_hat from NetworkDenoiser (the sampling convention, design §5)."""
         n = hr.shape[0]
         t = self.sample_t(n)
         z = torch.randn(hr.shape if self.autoencoder is None else (n, *self._latent_shape(hr)), generator=self.noise)
@@ -315,7 +348,7 @@ class Trainer:
             # so flat crops (where any invented texture costs PSNR) weigh as much as textured ones.
             ref = (y.float() - x0.float()).pow(2).flatten(1).mean(1)
             err = err / (ref + _GREY_LEVEL_SQ)
-        return err.mean()
+        return t, err
 
     def _latent_shape(self, hr: torch.Tensor) -> tuple[int, int, int]:
         return (self.autoencoder.quant_conv.out_channels, hr.shape[-2] // 4, hr.shape[-1] // 4)  # type: ignore[union-attr]
@@ -336,16 +369,26 @@ class Trainer:
         hr, lr = self.sampler.batch(self.per_rank_batch)
         chunks = list(zip(hr.split(self.micro), lr.split(self.micro)))
         total = 0.0
+        seen: list[tuple[torch.Tensor, torch.Tensor]] = []
         for j, (h, low) in enumerate(chunks):
             sync = self.ddp is None or j == len(chunks) - 1
             ctx = model.no_sync() if (self.ddp is not None and not sync) else _null()
             with ctx:
-                loss = self.loss_on(model, h, low) * (h.shape[0] / hr.shape[0])
+                t, err = self.sample_losses(model, h, low)
+                loss = self._weighted_mean(t, err) * (h.shape[0] / hr.shape[0])
                 self.scaler.scale(loss).backward()
             total += float(loss.detach())
+            seen.append((t, err.detach().float().cpu()))
         self.scaler.unscale_(self.opt)
         if self.s.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.s.grad_clip)
+            self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.s.grad_clip))
+        else:
+            norms = [torch.linalg.vector_norm(p.grad.float()) for p in self.trainable_parameters() if p.grad is not None]
+            self.grad_norm = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+        t_all, err_all = torch.cat([t for t, _ in seen]), torch.cat([e for _, e in seen])
+        self.t_loss.add(t_all, err_all)
+        if self.t_sampler is not None:
+            self.t_sampler.update(t_all, err_all)
         self.scaler.step(self.opt)
         self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
@@ -370,6 +413,7 @@ class Trainer:
         sr = torch.cat([pipe(lr[i:i + 8], solver=self.s.val_solver, nfe=self.s.val_nfe, seed=0).cpu()
                         for i in range(0, len(lr), 8)])
         bic = upsample_lr(lr, self.s.sf).clamp(-1, 1)
+        self._val_sr = sr[:4]
         out = {"psnr_y": float(psnr_y(sr, hr).mean()), "ssim_y": float(ssim_y(sr, hr).mean()),
                "bicubic_psnr_y": float(psnr_y(bic, hr).mean())}
         if self._lpips is None:
@@ -389,21 +433,23 @@ class Trainer:
                           autoencoder=self.autoencoder, sf=self.pipe.sf, predict=self.pipe.predict,
                           normalize_input=self.pipe.normalize_input, config=config, device=self.device)
 
-    def _rng_states(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Every rank's (data order, noise) generator states, gathered (a collective under DDP)."""
-        mine = (self.sampler.generator.get_state(), self.noise.get_state())
-        if self.world == 1:
-            return [mine[0]], [mine[1]]
-        gathered: list[Any] = [None] * self.world
-        torch.distributed.all_gather_object(gathered, mine)
-        return [g[0] for g in gathered], [g[1] for g in gathered]
+    def _rng_states(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Any]]:
+        """Every rank's (data order, noise, t-sampler) states, gathered (a collective under DDP)."""
+        mine = (self.sampler.generator.get_state(), self.noise.get_state(),
+                self.t_sampler.state_dict() if self.t_sampler is not None else None)
+        gathered: list[Any] = [mine]
+        if self.world > 1:
+            gathered = [None] * self.world
+            torch.distributed.all_gather_object(gathered, mine)
+        return [g[0] for g in gathered], [g[1] for g in gathered], [g[2] for g in gathered]
 
     def state(self) -> dict[str, Any]:
         """The whole resumable state: plain tensors, numbers and strings (``torch.load(weights_only=True)``)."""
-        data_rng, noise_rng = self._rng_states()
+        data_rng, noise_rng, t_sampler = self._rng_states()
         return {"step": self.step, "net": self.net.state_dict(), "ema": self.ema.state_dict(),
                 "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
                 "data_rng": data_rng, "noise_rng": noise_rng, "world_size": self.world,
+                **({"t_sampler": t_sampler} if self.t_sampler is not None else {}),
                 "best": self.best if self.best is not None else float("nan"),
                 "settings": json.dumps(asdict(self.s), sort_keys=True),
                 "model_config": json.dumps(self.pipe.config["model"], sort_keys=True),
@@ -446,10 +492,11 @@ class Trainer:
         if st.get("diffusion_config") != json.dumps(self.pipe.config["diffusion"], sort_keys=True):
             raise ValueError(f"{path} was written for another diffusion (kappa, schedule or output type)")
         old = json.loads(st["settings"])
-        keys = ["time", "crop", "sf", "batch", "micro_batch", "seed", "loss_weight", "degrade", "trainable", "scale_aug"]
+        keys = ["time", "crop", "sf", "batch", "micro_batch", "seed", "loss_weight", "degrade", "trainable", "scale_aug",
+                "t_sampler"]
         if self.s.time == "continuous":
             keys += ["schedule", "a", "lam"]
-        written_before = {"trainable": "all", "scale_aug": 1.0}  # settings added later: what checkpoints without them did
+        written_before = {"trainable": "all", "scale_aug": 1.0, "t_sampler": "uniform"}  # settings added later: what checkpoints without them did
         for k in keys:
             if old.get(k, written_before.get(k)) != getattr(self.s, k):
                 raise ValueError(f"{path} was trained with {k}={old.get(k, written_before.get(k))!r}, "
@@ -463,6 +510,8 @@ class Trainer:
         self.scaler.load_state_dict(st["scaler"])
         self.sampler.generator.set_state(st["data_rng"][self.rank])
         self.noise.set_state(st["noise_rng"][self.rank])
+        if self.t_sampler is not None:
+            self.t_sampler.load_state_dict(st["t_sampler"][self.rank])
         self.step = int(st["step"])
         self.best = None if math.isnan(st["best"]) else float(st["best"])
 
@@ -473,6 +522,7 @@ class Trainer:
         if self.rank == 0:
             (self.out / "settings.json").write_text(json.dumps({**asdict(s), "versions": _versions()}, indent=1))
         logf = open(self.out / "log.jsonl", "a") if self.rank == 0 else None
+        self.board = Board(self.out / "tensorboard" if s.tensorboard and self.rank == 0 else None)
         interrupted = False
         t0 = time.perf_counter()
         bar = _Progress(total=s.steps, start=self.step, enabled=progress and self.rank == 0)
@@ -494,9 +544,7 @@ class Trainer:
                 loss = self.train_step()
                 bar.update(self.step, loss, self.lr_at(self.step - 1))
                 if logf and (self.step % 10 == 0 or self.step == s.steps):
-                    logf.write(json.dumps({"step": self.step, "loss": loss, "lr": self.lr_at(self.step - 1),
-                                           "seconds": time.perf_counter() - t0}) + "\n")
-                    logf.flush()
+                    self._log_train(logf, loss, time.perf_counter() - t0)
                 if self.rank == 0 and self.val_tiles is not None and (self.step % s.val_every == 0 or self.step == s.steps):
                     self._validate_and_log(logf, bar)
                 if self.step % s.save_every == 0 or self.step == s.steps:
@@ -512,6 +560,7 @@ class Trainer:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
             bar.close()
+            self.board.close()
             if logf:
                 logf.close()
         return {"step": self.step, "best_val_psnr_y": self.best, "seconds": time.perf_counter() - t0,
@@ -525,12 +574,27 @@ class Trainer:
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return bool(flag.item() > 0)
 
+    def _log_train(self, logf: Any, loss: float, seconds: float) -> None:
+        """A log.jsonl training line (loss, lr, grad norm, mean loss per t bin since the last line) and its TensorBoard scalars."""
+        line = {"step": self.step, "loss": loss, "lr": self.lr_at(self.step - 1), "seconds": seconds,
+                "grad_norm": self.grad_norm, "loss_per_t": self.t_loss.pop()}
+        if self.t_sampler is not None:
+            line["t_sampler_p"] = [round(float(v), 6) for v in self.t_sampler.probabilities()]
+            self.board.series(self.step, "t_sampler/p", line["t_sampler_p"])
+        logf.write(json.dumps(line) + "\n")
+        logf.flush()
+        self.board.scalars(self.step, {"train/loss": loss, "train/lr": line["lr"], "train/grad_norm": self.grad_norm})
+        self.board.series(self.step, "loss_per_t", line["loss_per_t"])
+
     def _validate_and_log(self, logf: Any, bar: "_Progress") -> None:
         m = self.validate()
         line = {"step": self.step, "val": m}
         if logf:
             logf.write(json.dumps(line) + "\n")
             logf.flush()
+        self.board.scalars(self.step, {f"val/{k}": v for k, v in m.items()})
+        if self._val_sr is not None and self.val_tiles is not None:
+            self.board.images(self.step, "val/images", self._val_sr, self.val_tiles[:len(self._val_sr)])
         bar.note(f"step {self.step}: val PSNR-Y {m['psnr_y']:.3f} dB (bicubic {m['bicubic_psnr_y']:.3f}), "
                  f"SSIM-Y {m['ssim_y']:.4f}")
         if self.best is None or m["psnr_y"] > self.best:
