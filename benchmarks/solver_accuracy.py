@@ -30,11 +30,11 @@ from cresshift import sample
 from cresshift.schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule
 from cresshift.testing import EmpiricalProblem, GaussianMixtureProblem, GaussianProblem
 
-NFES = [3, 4, 5, 6, 8, 10, 15, 20, 30]
+NFES = [3, 4, 5, 6, 8, 10, 15, 20, 30, 50]
 ORDER_NFES = [100, 200, 400]
 # (label, grid, rho); "auto" is the solver's default.
 GRIDS = [("auto", "auto", None), ("rho 1", "rho", 1.0), ("rho 2", "rho", 2.0), ("rho 4", "rho", 4.0),
-         ("rho 7", "rho", 7.0), ("rho -8", "rho", -8.0), ("lambda", "lambda", None), ("karras 3", "karras", 3.0),
+         ("rho 7", "rho", 7.0), ("rho -8", "rho", -8.0), ("lambda", "lambda", None), ("logeta", "logeta", None),
          ("karras 7", "karras", 7.0)]
 # (label, solver, options)
 SOLVERS = [("euler", "euler", {}), ("heun", "heun", {}), ("ddim", "ddim", {}), ("dpmpp-2m", "dpmpp-2m", {}),

@@ -43,7 +43,7 @@ def test_bad_input(bad):
 # --- families mapped through the schedule's inverse (design §6b) -------------------------
 from cresshift.converters import edm_sigma  # noqa: E402
 from cresshift.grids import (check_grid, grid_json, karras_grid, lambda_grid, load_grid,  # noqa: E402
-                             make_grid, sigma_to_t)
+                             log_eta_grid, make_grid, sigma_to_t)
 from cresshift.schedules import PRESETS, ExactSchedule, ExpAlphaSchedule, ResShiftSchedule  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def all_schedules():
 
 
 SCHEDULES = all_schedules()
-FAMILIES = [("rho", 1.0), ("rho", 7.0), ("rho", -8.0), ("lambda", None), ("karras", 7.0), ("karras", 2.0)]
+FAMILIES = [("rho", 1.0), ("rho", 7.0), ("rho", -8.0), ("lambda", None), ("karras", 7.0), ("karras", 2.0), ("logeta", None)]
 
 
 @pytest.mark.parametrize("sched", SCHEDULES, ids=repr)
@@ -74,6 +74,12 @@ def test_lambda_grid_is_uniform_in_log_snr(sched):
     t = lambda_grid(9, sched)
     lam = -np.log(edm_sigma(sched.eta(t), sched.kappa))
     np.testing.assert_allclose(np.diff(lam), np.diff(lam)[0], rtol=1e-7)
+
+
+@pytest.mark.parametrize("sched", SCHEDULES[4:], ids=repr)
+def test_log_eta_grid_is_uniform_in_log_eta(sched):
+    t = log_eta_grid(9, sched)
+    np.testing.assert_allclose(np.diff(np.log(sched.eta(t))), np.diff(np.log(sched.eta(t)))[0], rtol=1e-7)
 
 
 @pytest.mark.parametrize("sched", SCHEDULES[4:], ids=repr)
@@ -104,7 +110,7 @@ def test_grid_request_resolution(v1):
     class Spec:
         name = "x"
 
-        def auto_grid(self, schedule):
+        def auto_grid(self, schedule, n=None):
             from cresshift.grids import GridChoice
             return GridChoice("karras", 3.0)
     np.testing.assert_array_equal(make_grid("auto", n, v1, solver=Spec()), karras_grid(n, v1, 3.0))
@@ -121,6 +127,7 @@ def test_bad_grid_requests(v1, tmp_path):
     one_line_error("unknown grid 'optimised'", make_grid, "optimised", 5, v1)
     one_line_error("pass solver=", make_grid, "auto", 5, v1)
     one_line_error("lambda grid takes none", make_grid, "lambda", 5, v1, rho=2.0)
+    one_line_error("logeta grid takes none", make_grid, "logeta", 5, v1, rho=2.0)
     one_line_error("strictly decreasing", make_grid, [1.0, 0.2, 0.5, 1 / 15], 5, v1)
     one_line_error("lie in", make_grid, [1.0, 0.5, 0.01], 5, v1)
     one_line_error("more than the 3", make_grid, [1.0, 0.5, 0.2, 1 / 15], 3, v1)

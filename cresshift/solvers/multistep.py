@@ -10,6 +10,10 @@ new network call per step, none extra): order 1 on the first step, 2 on the seco
   ``x~_{i+1} = e^{-h} x~_i + sum_j D~_j int_0^h e^{-(h - s)} L_j(lambda_i + s) ds``;
 * a ``Variable`` name (``t``, ``eta``, ``sqrt_eta``, ``sigma``): plain Adams–Bashforth on
   ``d state / dc`` (``sigma`` is the original iPNDM's EDM form).
+
+The default is ``sqrt_eta`` with order 4 (chosen over the four cases of
+benchmarks/solver_accuracy.py; README "Solvers at low NFE"). The first-order warm-up step
+bounds the global order by 2 in theory, with a small constant: fitted slopes are higher.
 """
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ def adams_weights(nodes: np.ndarray, start: float, end: float, rate: float = 0.0
 
 
 def sample_ipndm(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, schedule: ContinuousSchedule,
-                 ts: np.ndarray, *, variable: str = "lambda", order: int = IPNDM_MAX_ORDER,
+                 ts: np.ndarray, *, variable: str = "sqrt_eta", order: int = IPNDM_MAX_ORDER,
                  callback: Optional[Callback] = None) -> torch.Tensor:
     """iPNDM over ``ts``, then x0_hat at 1/T. Order ``order`` (<= 4) after warm-up; NFE = len(ts)."""
     if int(order) != order or not 1 <= order <= IPNDM_MAX_ORDER:
