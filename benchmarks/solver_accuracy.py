@@ -1,9 +1,14 @@
-"""Solver accuracy on the exact Gaussian problem, and per-step solver overhead.
+"""Solver accuracy at low NFE: every solver x grid x NFE on four problem x schedule cases.
 
-RMS error of each ODE solver's output against the exact probability-flow solution
-(``cresshift.testing.GaussianProblem``) versus NFE, for every rho; writes a Markdown table,
-a JSON file and (with matplotlib) a PNG plot; then times the solver's own work per step
-(everything but the network) on a 1x3x64x64 latent.
+RMS error of each ODE solver's output against the exact probability-flow solution: Gaussian
+(``cresshift.testing.GaussianProblem``, closed form) and Gaussian mixture
+(``GaussianMixtureProblem``: 2-8 components per dimension, std 0.02-0.12; reference by
+scipy DOP853 at rtol 1e-10), each on realsr-v1's fitted exp-alpha schedule and on its exact
+continuation; optionally the empirical patch problem (``--empirical``). Prints and writes
+(Markdown, JSON, PNG plot): the full tables, the best grid per solver and NFE against
+``grid="auto"``, the issue-13 targets (best at NFE 5 vs Euler rho=1 at NFE 15; second-order
+convergence order with the default grid on the exact schedule, NFE 100 -> 400) and the
+solvers' own time per step.
 
     python benchmarks/solver_accuracy.py --out benchmarks/results/solver_accuracy
 """
@@ -13,7 +18,9 @@ import argparse
 import json
 import platform
 import time
+import warnings
 from pathlib import Path
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -21,36 +28,73 @@ import torch
 import cresshift
 from cresshift import sample
 from cresshift.schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule
-from cresshift.testing import GaussianProblem
+from cresshift.testing import EmpiricalProblem, GaussianMixtureProblem, GaussianProblem
 
-NFES = [3, 5, 8, 10, 15, 20, 30]
-RHOS = [1.0, 2.0, 4.0, 8.0, -4.0, -8.0]
+NFES = [3, 4, 5, 6, 8, 10, 15, 20, 30, 50]
+ORDER_NFES = [100, 200, 400]
+# (label, grid, rho); "auto" is the solver's default.
+GRIDS = [("auto", "auto", None), ("rho 1", "rho", 1.0), ("rho 2", "rho", 2.0), ("rho 4", "rho", 4.0),
+         ("rho 7", "rho", 7.0), ("rho -8", "rho", -8.0), ("lambda", "lambda", None), ("logeta", "logeta", None),
+         ("karras 7", "karras", 7.0)]
 # (label, solver, options)
-SOLVERS = [
-    ("euler", "euler", {}),
-    ("heun", "heun", {}),
-    ("ddim", "ddim", {}),
-    ("dpmpp-2m", "dpmpp-2m", {}),
-    ("dpmpp-2m (lambda=-log sigma~)", "dpmpp-2m", {"lambda_var": "sigma"}),
-    ("dpmpp-3m", "dpmpp-3m", {}),
-]
+SOLVERS = [("euler", "euler", {}), ("heun", "heun", {}), ("ddim", "ddim", {}), ("dpmpp-2m", "dpmpp-2m", {}),
+           ("dpmpp-2m (lambda=-log sigma~)", "dpmpp-2m", {"lambda_var": "sigma"}), ("dpmpp-3m", "dpmpp-3m", {}),
+           ("ipndm", "ipndm", {})]
+SECOND_ORDER = ["heun", "dpmpp-2m", "dpmpp-3m", "ipndm"]
 
 
-def accuracy(schedule, n: int, dim: int) -> list[dict]:
-    P = GaussianProblem(schedule, dim=dim, seed=0)
-    x_T = P.prior(n, seed=1)
-    y = P.y.expand_as(x_T)
-    exact = P.exact_output(x_T, 1.0, schedule.t_min)
+def make_cases(samples: int, dim: int, mix_samples: int, mix_dim: int, empirical: bool) -> dict[str, Any]:
+    """name -> (problem, x_T, y, reference output)."""
+    d = ResShiftSchedule.from_config("realsr-x4-v1")
+    schedules = {"exp-fit": ExpAlphaSchedule.fit(d, warn=False), "exact": ExactSchedule(d)}
+    cases = {}
+    for sname, sched in schedules.items():
+        builders: list[tuple[str, Callable[[], Any], int]] = [
+            ("Gaussian", lambda: GaussianProblem(sched, dim=dim, seed=0), samples),
+            ("mixture", lambda: GaussianMixtureProblem(sched, dim=mix_dim, seed=0), mix_samples)]
+        if empirical:
+            builders.append(("empirical", lambda: EmpiricalProblem.from_image(sched, count=256), mix_samples))
+        for pname, build, n in builders:
+            problem = build()
+            x_T = problem.prior(n, seed=1)
+            t0 = time.perf_counter()
+            ref = problem.exact_output(x_T, 1.0, sched.t_min)
+            print(f"{pname}, {sname}: {n} samples x {x_T.shape[1]} dims, reference in {time.perf_counter() - t0:.1f} s",
+                  flush=True)
+            cases[f"{pname}, {sname}"] = (problem, x_T, problem.y.expand_as(x_T), ref)
+    return cases
+
+
+def rms_error(case: Any, solver: str, nfe: int, grid: str, rho: Optional[float], opts: dict) -> tuple[float, int]:
+    problem, x_T, y, ref = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = sample(problem.denoiser, y, problem.schedule, solver=solver, nfe=nfe, grid=grid, rho=rho, x_T=x_T, **opts)
+    return float(((r.x - ref) ** 2).mean().sqrt()), r.nfe
+
+
+def accuracy(case: Any) -> list[dict]:
     rows = []
     for label, solver, opts in SOLVERS:
-        for rho in RHOS:
+        for glabel, grid, rho in GRIDS:
             for nfe in NFES:
                 if nfe < cresshift.SOLVERS[solver].min_nfe:
                     continue
-                r = sample(P.denoiser, y, schedule, solver=solver, nfe=nfe, rho=rho, x_T=x_T, **opts)
-                err = float(((r.x - exact) ** 2).mean().sqrt())
-                rows.append(dict(solver=label, rho=rho, nfe_budget=nfe, nfe=r.nfe, rms=err))
+                err, used = rms_error(case, solver, nfe, grid, rho, opts)
+                rows.append(dict(solver=label, grid=glabel, nfe_budget=nfe, nfe=used, rms=err))
     return rows
+
+
+def orders(case: Any) -> dict[str, dict]:
+    """Fitted slope of log error against log steps, default grid, NFE 100 -> 400."""
+    out = {}
+    for solver in SECOND_ORDER:
+        spec = cresshift.SOLVERS[solver]
+        errs = [rms_error(case, solver, n, "auto", None, {})[0] for n in ORDER_NFES]
+        steps = [spec.points_for_nfe(n) - 1 for n in ORDER_NFES]
+        out[solver] = dict(errors=errs, order=float(-np.polyfit(np.log(steps), np.log(errs), 1)[0]),
+                           grid=str(spec.auto_grid(case[0].schedule)))
+    return out
 
 
 def overhead(solver: str, steps: int = 50, repeats: int = 3) -> float:
@@ -60,48 +104,91 @@ def overhead(solver: str, steps: int = 50, repeats: int = 3) -> float:
     out = torch.randn(1, 3, 64, 64)
     denoiser = lambda x, t: out  # noqa: E731  (a free network)
     nfe = steps * cresshift.SOLVERS[solver].evals_per_step + 1
-    sample(denoiser, y, sched, solver=solver, nfe=nfe, rho=1.0)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sample(denoiser, y, sched, solver=solver, nfe=nfe, rho=1.0, generator=torch.Generator().manual_seed(0))
-        best = min(best, time.perf_counter() - t0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sample(denoiser, y, sched, solver=solver, nfe=nfe, rho=1.0)  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            sample(denoiser, y, sched, solver=solver, nfe=nfe, rho=1.0, generator=torch.Generator().manual_seed(0))
+            best = min(best, time.perf_counter() - t0)
     return 1e3 * best / steps
 
 
+def _cell(rows: list[dict], **match: Any) -> Optional[dict]:
+    hit = [r for r in rows if all(r[k] == v for k, v in match.items())]
+    return hit[0] if hit else None
+
+
 def markdown(rows: list[dict], title: str) -> str:
-    lines = [f"### {title}", "", "| solver | rho | " + " | ".join(f"NFE {n}" for n in NFES) + " |",
+    lines = [f"### {title}", "", "| solver | grid | " + " | ".join(f"NFE {n}" for n in NFES) + " |",
              "|---|---|" + "---|" * len(NFES)]
     for label, _, _ in SOLVERS:
-        for rho in RHOS:
+        for glabel, _, _ in GRIDS:
             cells = []
             for n in NFES:
-                hit = [r for r in rows if r["solver"] == label and r["rho"] == rho and r["nfe_budget"] == n]
-                cells.append(f"{hit[0]['rms']:.2e}" + ("" if hit[0]["nfe"] == n else f" ({hit[0]['nfe']})") if hit else "–")
-            lines.append(f"| {label} | {rho:g} | " + " | ".join(cells) + " |")
+                hit = _cell(rows, solver=label, grid=glabel, nfe_budget=n)
+                cells.append("–" if hit is None else f"{hit['rms']:.2e}" + ("" if hit["nfe"] == n else f" ({hit['nfe']})"))
+            lines.append(f"| {label} | {glabel} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot(results: dict, path: Path) -> bool:
+def best_grids(results: dict[str, list[dict]], nfes: tuple[int, ...] = (4, 5, 6, 8, 15)) -> str:
+    """Per case and solver: the best fixed grid at each NFE and how far ``auto`` is from it."""
+    lines = ["### Best grid per solver and NFE (auto's error / the best grid's)", "",
+             "| case | solver | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---|---|" + "---|" * len(nfes)]
+    for case, rows in results.items():
+        for label, _, _ in SOLVERS:
+            cells = []
+            for n in nfes:
+                cands = [r for r in rows if r["solver"] == label and r["nfe_budget"] == n and r["grid"] != "auto"]
+                auto = _cell(rows, solver=label, grid="auto", nfe_budget=n)
+                if not cands or auto is None:
+                    cells.append("–")
+                    continue
+                best = min(cands, key=lambda r: r["rms"])
+                cells.append(f"{best['grid']} {best['rms']:.1e} ({auto['rms'] / best['rms']:.2f})")
+            lines.append(f"| {case} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets(results: dict[str, list[dict]], order: dict[str, dict]) -> str:
+    lines = ["### Targets (issue 13)", "", "| case | Euler rho=1 @ NFE 15 | best @ NFE 5 | ratio (target <= 0.5) |",
+             "|---|---|---|---|"]
+    for case, rows in results.items():
+        euler15 = _cell(rows, solver="euler", grid="rho 1", nfe_budget=15)["rms"]
+        best5 = min((r for r in rows if r["nfe_budget"] == 5), key=lambda r: r["rms"])
+        lines.append(f"| {case} | {euler15:.2e} | {best5['solver']}, {best5['grid']}: {best5['rms']:.2e} | "
+                     f"{best5['rms'] / euler15:.2f} |")
+    lines += ["", f"Convergence order, Gaussian on the exact schedule, default grid, NFE {ORDER_NFES[0]} -> "
+              f"{ORDER_NFES[-1]} (target >= 1.9):", "",
+              "| solver | auto grid | " + " | ".join(f"NFE {n}" for n in ORDER_NFES) + " | order |",
+              "|---|---|" + "---|" * len(ORDER_NFES) + "---|"]
+    for solver, o in order.items():
+        lines.append(f"| {solver} | {o['grid']} | " + " | ".join(f"{e:.2e}" for e in o["errors"]) + f" | {o['order']:.2f} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, list[dict]], path: Path) -> bool:
+    """Per case: each solver on its auto grid, and Euler on rho = 1, error against NFE."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4.2), squeeze=False)
     for ax, (name, rows) in zip(axes[0], results.items()):
         for label, _, _ in SOLVERS:
-            # Each solver at its best rho at NFE 15.
-            cands = [r for r in rows if r["solver"] == label and r["nfe_budget"] == 15]
-            rho = min(cands, key=lambda r: r["rms"])["rho"]
-            pts = sorted((r["nfe"], r["rms"]) for r in rows if r["solver"] == label and r["rho"] == rho)
-            ax.loglog(*zip(*pts), marker="o", label=f"{label} (rho={rho:g})")
+            pts = sorted((r["nfe"], r["rms"]) for r in rows if r["solver"] == label and r["grid"] == "auto")
+            ax.loglog(*zip(*pts), marker="o", ms=3, label=f"{label} (auto)")
+        pts = sorted((r["nfe"], r["rms"]) for r in rows if r["solver"] == "euler" and r["grid"] == "rho 1")
+        ax.loglog(*zip(*pts), "k--", lw=1, label="euler, rho 1")
         ax.set_xlabel("NFE")
         ax.set_ylabel("RMS error vs exact solution")
-        ax.set_title(name)
+        ax.set_title(name, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+    axes[0][0].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
@@ -110,35 +197,33 @@ def plot(results: dict, path: Path) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmarks/results/solver_accuracy")
-    ap.add_argument("--samples", type=int, default=2000)
-    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--samples", type=int, default=1000, help="Gaussian samples")
+    ap.add_argument("--dim", type=int, default=256, help="Gaussian dimensions")
+    ap.add_argument("--mix-samples", type=int, default=128)
+    ap.add_argument("--mix-dim", type=int, default=32)
+    ap.add_argument("--empirical", action="store_true", help="also the empirical patch problem")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    d = ResShiftSchedule.from_config("realsr-x4-v1")
-    schedules = {"exp-alpha fitted to realsr-v1": ExpAlphaSchedule.fit(d, warn=False),
-                 "exact realsr-v1": ExactSchedule(d)}
-    results = {name: accuracy(s, args.samples, args.dim) for name, s in schedules.items()}
-    md = [markdown(rows, name) for name, rows in results.items()]
-    # Headline: the issue's target on the fitted schedule.
-    rows = results["exp-alpha fitted to realsr-v1"]
-    euler15 = next(r["rms"] for r in rows if r["solver"] == "euler" and r["rho"] == 1.0 and r["nfe_budget"] == 15)
-    best5 = min((r for r in rows if r["nfe_budget"] == 5), key=lambda r: r["rms"])
-    head = (f"Euler(rho=1)@15: {euler15:.2e}; best @5: {best5['solver']} rho={best5['rho']:g} "
-            f"{best5['rms']:.2e} = {best5['rms'] / euler15:.2f}x Euler@15 (target <= 0.2x)")
-    over = {s: overhead(s) for s in ["euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "sde", "markov"]
-            if s != "markov"}
+    torch.set_num_threads(args.threads)
+    cases = make_cases(args.samples, args.dim, args.mix_samples, args.mix_dim, args.empirical)
+    results = {}
+    for name, case in cases.items():
+        t0 = time.perf_counter()
+        results[name] = accuracy(case)
+        print(f"{name}: {len(results[name])} runs in {time.perf_counter() - t0:.0f} s", flush=True)
+    order = orders(cases["Gaussian, exact"])
+    over = {s: overhead(s) for s in ["euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "ipndm", "sde"]}
     over_line = "Solver overhead per step, 1x3x64x64 float32 latent, network excluded: " + ", ".join(
         f"{k} {v:.3f} ms" for k, v in over.items())
+    md = [targets(results, order), best_grids(results), over_line] + [markdown(r, n) for n, r in results.items()]
     env = dict(torch=torch.__version__, cresshift=cresshift.__version__, machine=platform.machine(),
-               processor=platform.processor(), threads=torch.get_num_threads(), samples=args.samples, dim=args.dim)
-    (out / "solver_accuracy.md").write_text("\n\n".join([head, over_line] + md) + "\n")
-    (out / "solver_accuracy.json").write_text(json.dumps(dict(env=env, results=results, overhead_ms=over,
-                                                              headline=head), indent=1))
+               processor=platform.processor(), threads=torch.get_num_threads(), args=vars(args))
+    (out / "solver_accuracy.md").write_text("\n\n".join(md) + "\n")
+    (out / "solver_accuracy.json").write_text(json.dumps(dict(env=env, results=results, orders=order,
+                                                              overhead_ms=over), indent=1))
     plotted = plot(results, out / "solver_accuracy.png")
-    print(head)
-    print(over_line)
     print("\n\n".join(md))
     print(f"wrote {out}/solver_accuracy.md, .json" + (", .png" if plotted else " (no matplotlib: no plot)"))
 

@@ -4,11 +4,12 @@ Families, all decreasing with exact endpoints 1 and 1/T:
 
 * ``rho``: the paper's rho grid in t (``rho_grid``);
 * ``lambda``: uniform in the log-SNR ``lambda = -log sigma~`` (``lambda_grid``);
-* ``karras``: Karras et al.'s rho spacing in ``sigma~`` (``karras_grid``).
+* ``karras``: Karras et al.'s rho spacing in ``sigma~`` (``karras_grid``);
+* ``logeta``: uniform in ``log eta`` (``log_eta_grid``), the log-time DPM-Solver++ extrapolates in.
 
-The last two are spaced in EDM's ``sigma~ = kappa sqrt(eta) / (1 - eta)`` and mapped back to t
-through the schedule's exact inverse; they keep second-order solvers at order 2 on the exact
-schedule, whose eta(t) is not smooth at t = 1/T. ``make_grid`` resolves a grid request
+The last three are spaced in a function of eta (EDM's ``sigma~ = kappa sqrt(eta) / (1 - eta)``,
+or eta itself) and mapped back to t through the schedule's exact inverse; they keep
+second-order solvers at order 2 on the exact schedule, whose eta(t) is not smooth at t = 1/T. ``make_grid`` resolves a grid request
 (a family name, ``"auto"``, an array or a grid file) to times. A grid file is JSON with
 ``"ts"`` and ``"schedule"`` (the continuous schedule's ``to_config()``); see ``grid_json``.
 """
@@ -25,12 +26,12 @@ import numpy as np
 from .converters import edm_sigma, sqrt_eta_of_sigma
 from .schedules import ContinuousSchedule, ResShiftSchedule, as_continuous
 
-__all__ = ["rho_grid", "lambda_grid", "karras_grid", "make_grid", "GridChoice", "GRID_FAMILIES",
+__all__ = ["rho_grid", "lambda_grid", "karras_grid", "log_eta_grid", "make_grid", "GridChoice", "GRID_FAMILIES",
            "check_grid", "grid_json", "load_grid", "grid_from_record", "sigma_to_t", "schedule_kind", "GRID_FORMAT"]
 
 Schedule = Union[ResShiftSchedule, ContinuousSchedule]
 GridRequest = Union[None, str, Path, Sequence[float], np.ndarray]
-GRID_FAMILIES = ("rho", "lambda", "karras")
+GRID_FAMILIES = ("rho", "lambda", "karras", "logeta")
 GRID_FORMAT = "cresshift-grid"
 KARRAS_RHO = 7.0
 
@@ -110,6 +111,15 @@ def karras_grid(n: int, schedule: Schedule, rho: float = KARRAS_RHO) -> np.ndarr
     return _from_sigmas(sigmas, sched)
 
 
+def log_eta_grid(n: int, schedule: Schedule) -> np.ndarray:
+    """``n`` times from 1 to 1/T uniform in ``log eta`` (= uniform in -log sqrt(eta)), mapped to t exactly."""
+    n, sched = _check_n(n), as_continuous(schedule)
+    eta_hi, eta_lo = (float(v) for v in sched.eta(np.array([1.0, sched.t_min])))
+    t = np.asarray(sched.t_of_eta(np.exp(np.linspace(math.log(eta_hi), math.log(eta_lo), n))), np.float64)
+    t[0], t[-1] = 1.0, sched.t_min
+    return check_grid(t, sched)
+
+
 def check_grid(ts: Any, schedule: Schedule, *, min_points: int = 2) -> np.ndarray:
     """``ts`` as a float64 array; raises unless strictly decreasing inside [1/T, 1] with >= min_points times."""
     grid = np.asarray(ts, dtype=np.float64)
@@ -124,7 +134,7 @@ def check_grid(ts: Any, schedule: Schedule, *, min_points: int = 2) -> np.ndarra
 
 @dataclass(frozen=True)
 class GridChoice:
-    """A grid family and its parameter (rho for ``rho`` and ``karras``; None for ``lambda``)."""
+    """A grid family and its parameter (rho for ``rho`` and ``karras``; None for ``lambda`` and ``logeta``)."""
 
     family: str
     rho: Optional[float] = None
@@ -134,11 +144,11 @@ class GridChoice:
 
 
 class AutoGrid(Protocol):
-    """What ``make_grid("auto", ...)`` needs from a solver: its documented best grid per schedule."""
+    """What ``make_grid("auto", ...)`` needs from a solver: its documented best grid per schedule and size."""
 
     name: str
 
-    def auto_grid(self, schedule: ContinuousSchedule) -> GridChoice: ...
+    def auto_grid(self, schedule: ContinuousSchedule, n: Optional[int] = None) -> GridChoice: ...
 
 
 def schedule_kind(schedule: Schedule) -> str:
@@ -148,7 +158,7 @@ def schedule_kind(schedule: Schedule) -> str:
 
 def make_grid(grid: GridRequest, n: int, schedule: Schedule, *, rho: Optional[float] = None,
               solver: Optional[AutoGrid] = None) -> np.ndarray:
-    """Times for a grid request: ``rho`` | ``lambda`` | ``karras`` | ``auto`` | a path to a grid file | an array.
+    """Times for a grid request: ``rho`` | ``lambda`` | ``karras`` | ``logeta`` | ``auto`` | a grid file | an array.
 
     ``grid=None`` means ``rho`` when ``rho`` is given, else ``auto``. ``n`` is the number of
     points (for an array or a file, the most it may have). ``rho`` parametrises the ``rho``
@@ -163,7 +173,7 @@ def make_grid(grid: GridRequest, n: int, schedule: Schedule, *, rho: Optional[fl
             raise ValueError("grid='auto' is the best grid for a solver: pass solver= (a cresshift.solvers.SOLVERS entry)")
         if rho is not None:
             raise ValueError(f"rho={rho:g} asks for a rho grid; grid='auto' chooses its own (pass grid='rho' or no rho)")
-        choice = solver.auto_grid(sched)
+        choice = solver.auto_grid(sched, n)
         return make_grid(choice.family, n, sched, rho=choice.rho)
     if isinstance(grid, str) and grid in GRID_FAMILIES:
         return _family_grid(grid, n, sched, rho)
@@ -187,8 +197,8 @@ def _family_grid(family: str, n: int, schedule: ContinuousSchedule, rho: Optiona
     if family == "karras":
         return karras_grid(n, schedule, KARRAS_RHO if rho is None else rho)
     if rho is not None:
-        raise ValueError(f"rho={rho:g} sets the rho and karras grids; the lambda grid takes none")
-    return lambda_grid(n, schedule)
+        raise ValueError(f"rho={rho:g} sets the rho and karras grids; the {family} grid takes none")
+    return lambda_grid(n, schedule) if family == "lambda" else log_eta_grid(n, schedule)
 
 
 def grid_json(ts: Sequence[float], schedule: Schedule, **meta: Any) -> str:

@@ -310,3 +310,112 @@ def test_heun_on_the_exact_schedule_is_stable_in_sqrt_eta_and_warns_in_eta(v1):
         warnings.simplefilter("error", UnstableStepWarning)
         default = sample(P.denoiser, y, sched, solver="heun", nfe=15, rho=-8.0, x_T=x_T)
     assert rms(default.x, exact) < 0.5 * rms(in_eta.x, exact)
+
+
+# --- grids on the exact schedule, iPNDM, auto ---------------------------------------------
+@pytest.fixture(scope="module")
+def exact_problem(v1):
+    sched = ExactSchedule(v1)
+    P = GaussianProblem(sched, dim=64, seed=3)
+    x_T = P.prior(64, seed=4)
+    return P, x_T, P.y.expand_as(x_T), P.exact_output(x_T, 1.0, sched.t_min)
+
+
+@pytest.mark.parametrize("grid", ["lambda", "karras", "logeta"])
+@pytest.mark.parametrize("solver,order", [("euler", 1), ("heun", 2), ("dpmpp-2m", 2), ("dpmpp-3m", 2)])
+def test_order_on_the_exact_schedule_with_sigma_spaced_grids(exact_problem, solver, order, grid):
+    # On a grid in t the exact schedule's eta(t) ~ (t - 1/T)^0.3 costs second-order methods their order.
+    P, x_T, y, exact = exact_problem
+    nfes = [41, 81, 161]
+    spec = SOLVERS[solver]
+    errs = [rms(sample(P.denoiser, y, P.schedule, solver=solver, nfe=n, grid=grid, x_T=x_T).x, exact) for n in nfes]
+    slope = fitted_slope([spec.points_for_nfe(n) - 1 for n in nfes], errs)
+    assert -order - 1.0 < slope < -order + 0.3, errs
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_ipndm_order(problem, order):
+    # Adams–Bashforth of order k converges with order min(k, 2) on the exact Gaussian flow: the
+    # first-order warm-up step's local error h^2 caps the global order at 2 (as for dpmpp-3m).
+    P, x_T, y, exact = problem
+    nfes = [41, 81, 161]
+    errs = [rms(sample(P.denoiser, y, P.schedule, solver="ipndm", nfe=n, rho=1.0, x_T=x_T, order=order).x, exact)
+            for n in nfes]
+    slope = fitted_slope([n - 1 for n in nfes], errs)
+    assert -min(order, 2) - 0.5 < slope < -min(order, 2) + 0.3, errs
+
+
+def test_ipndm_default_beats_second_order_and_counts_nfe(problem):
+    P, x_T, y, exact = problem
+    for nfe in (2, 3, 5, 9):
+        c = Counter(P)
+        r = sample(c, y, P.schedule, solver="ipndm", nfe=nfe, x_T=x_T)
+        assert r.nfe == c.calls == nfe == len(r.ts)
+    for n in (21, 41):
+        e4 = rms(sample(P.denoiser, y, P.schedule, solver="ipndm", nfe=n, rho=1.0, x_T=x_T).x, exact)
+        e2 = rms(sample(P.denoiser, y, P.schedule, solver="ipndm", nfe=n, rho=1.0, x_T=x_T, order=2).x, exact)
+        assert e4 < 0.5 * e2
+
+
+def test_ipndm_exponential_form_is_exact_for_constant_denoiser(exp_v1):
+    # In lambda the linear part is integrated exactly: with x0_hat constant, every order gives DDIM's exact step.
+    g = torch.Generator().manual_seed(0)
+    c, y, x_T = (torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    ddim = sample(lambda x, t: c, y, exp_v1, solver="ddim", nfe=6, rho=2.0, x_T=x_T, callback=None)
+    seen_d, seen_i = [], []
+    sample(lambda x, t: c, y, exp_v1, solver="ddim", nfe=6, rho=2.0, x_T=x_T, callback=lambda d: seen_d.append(d["x"]))
+    sample(lambda x, t: c, y, exp_v1, solver="ipndm", nfe=6, rho=2.0, x_T=x_T, variable="lambda",
+           callback=lambda d: seen_i.append(d["x"]))
+    for a, b in zip(seen_d, seen_i):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ddim.x, c)
+
+
+def test_auto_grid_is_the_documented_choice(problem, exact_problem):
+    from cresshift.grids import make_grid
+    for P, *_ in (problem, exact_problem):
+        for solver in ("euler", "heun", "dpmpp-2m", "dpmpp-3m", "ipndm"):
+            spec = SOLVERS[solver]
+            for nfe in (5, 15, 100):
+                n = spec.points_for_nfe(nfe)
+                choice = spec.auto_grid(P.schedule, n)
+                r = sample(P.denoiser, problem[2], P.schedule, solver=solver, nfe=nfe, x_T=problem[1])
+                np.testing.assert_array_equal(r.ts, make_grid(choice.family, n, P.schedule, rho=choice.rho))
+    # The exact schedule's second-order default keeps its order at large NFE: a sigma~-spaced grid there.
+    assert SOLVERS["dpmpp-2m"].auto_grid(exact_problem[0].schedule, 400).family in ("lambda", "karras", "logeta")
+
+
+def test_bad_grid_inputs_are_one_line(problem, exp_v1, tmp_path):
+    from cresshift.grids import grid_json
+    P, x_T, y, _ = problem
+    cases = [
+        (dict(solver="heun", nfe=2), "heun' needs nfe >= 3"),
+        (dict(solver="ipndm", nfe=1), "ipndm' needs nfe >= 2"),
+        (dict(solver="euler", nfe=5, ts=[1.0, 0.3, 0.5, 1 / 15]), "strictly decreasing"),
+        (dict(solver="euler", nfe=5, grid="lambda", rho=2.0), "lambda grid takes none"),
+        (dict(solver="euler", nfe=5, grid="spiral"), "unknown grid 'spiral'"),
+        (dict(solver="euler", nfe=5, ts=[1.0, 0.5, 1 / 15], rho=2.0), "not both"),
+        (dict(solver="markov", nfe=5, grid="lambda"), "markov runs on the trained chain"),
+        (dict(solver="adaptive", nfe=None, grid="karras"), "adaptive chooses its own steps"),
+    ]
+    other = tmp_path / "other.json"
+    other.write_text(grid_json([1.0, 0.4, 1 / 15], ExactSchedule(cresshift.schedules.ResShiftSchedule(15))))
+    cases.append((dict(solver="euler", nfe=5, grid=str(other)), "was made for schedule"))
+    for kwargs, match in cases:
+        with pytest.raises(ValueError, match=match) as err:
+            sample(P.denoiser, y, exp_v1, x_T=x_T, **kwargs)
+        assert "\n" not in str(err.value)
+
+
+def test_grid_file_runs_as_its_times(problem, tmp_path):
+    from cresshift.grids import grid_json, lambda_grid
+    P, x_T, y, _ = problem
+    ts = lambda_grid(5, P.schedule)
+    path = tmp_path / "g.json"
+    path.write_text(grid_json(ts, P.schedule, solver="dpmpp-2m", nfe=5))
+    a = sample(P.denoiser, y, P.schedule, solver="dpmpp-2m", nfe=5, grid=path, x_T=x_T)
+    b = sample(P.denoiser, y, P.schedule, solver="dpmpp-2m", nfe=5, ts=ts, x_T=x_T)
+    np.testing.assert_array_equal(a.ts, ts)
+    torch.testing.assert_close(a.x, b.x, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="over the budget"):
+        sample(P.denoiser, y, P.schedule, solver="dpmpp-2m", nfe=4, grid=path, x_T=x_T)

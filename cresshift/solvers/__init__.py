@@ -12,7 +12,7 @@ and ends with one evaluation of x0_hat at t = 1/T, which is its output (design �
 | ddim       | 1     | n                          | exact exponential step, exact for constant x0_hat |
 | dpmpp-2m   | 2     | n                          | DPM-Solver++(2M) multistep |
 | dpmpp-3m   | 3     | n                          | DPM-Solver++(3M) multistep |
-| ipndm      | 4     | n                          | improved pseudo-numerical multistep (Adams–Bashforth, warm-up) |
+| ipndm      | 4     | n                          | iPNDM: Adams–Bashforth with first-order warm-up (global order 2) |
 | sde        | 1/2   | n                          | reverse-SDE Euler–Maruyama, noise in [0, 1] |
 | adaptive   | 5     | adaptive (counted)         | torchdiffeq dopri5 reference, rtol/atol |
 """
@@ -30,22 +30,31 @@ from .adaptive import adaptive_chain, sample_adaptive
 from .base import BudgetExceeded, Callback, CountingDenoiser, Denoiser, NonFiniteError, SampleResult
 from .exponential import sample_ddim, sample_dpmpp_2m, sample_dpmpp_3m
 from .markov import markov_chain, sample_markov
+from .multistep import sample_ipndm
 from .ode import sample_euler, sample_heun
 from .registry import Schedule, SolverSpec
 from .sde import sample_sde
 
 __all__ = ["sample", "SOLVERS", "SolverSpec", "SampleResult", "Denoiser", "NonFiniteError",
            "BudgetExceeded", "grid_for", "sample_markov", "sample_euler", "sample_heun", "sample_ddim",
-           "sample_dpmpp_2m", "sample_dpmpp_3m", "sample_sde", "sample_adaptive"]
+           "sample_dpmpp_2m", "sample_dpmpp_3m", "sample_ipndm", "sample_sde", "sample_adaptive"]
 
 
 def _variable_default(schedule: ContinuousSchedule) -> dict[str, Any]:
     return {"variable": schedule.default_variable}
 
 
-# grid="auto" per schedule kind (benchmarks/solver_accuracy.py; README "Solvers at low NFE").
-_AUTO_FIRST = {"exact": GridChoice("lambda"), "default": GridChoice("rho", 1.0)}
-_AUTO_SECOND = {"exact": GridChoice("lambda"), "default": GridChoice("rho", 2.0)}
+def _auto(default: GridChoice, exact: GridChoice, exact_above: Optional[tuple[int, GridChoice]] = None) -> dict:
+    """grid="auto": ``default`` on smooth schedules; on the exact schedule ``exact`` (up to an NFE, then another)."""
+    rule_exact = ((None, exact),) if exact_above is None else ((exact_above[0], exact), (None, exact_above[1]))
+    return {"default": ((None, default),), "exact": rule_exact}
+
+
+# grid="auto", measured with benchmarks/solver_accuracy.py (README "Solvers at low NFE").
+RHO1, RHO2, RHO4, RHO7 = (GridChoice("rho", rho) for rho in (1.0, 2.0, 4.0, 7.0))
+LAMBDA, LOG_ETA = GridChoice("lambda"), GridChoice("logeta")
+HEUN_SWITCH, DPMPP_2M_SWITCH = 400, 6  # NFE up to which a rho grid beats logeta on the exact schedule
+_AUTO_FIRST = _auto(RHO1, RHO2)
 
 SOLVERS: dict[str, SolverSpec] = {s.name: s for s in [
     SolverSpec("markov", sample_markov, 0, 1, min_points=1, stochastic=True, chain=markov_chain,
@@ -53,13 +62,16 @@ SOLVERS: dict[str, SolverSpec] = {s.name: s for s in [
     SolverSpec("euler", sample_euler, 1, 1, option_names=("variable",), defaults=_variable_default,
                auto=_AUTO_FIRST, description="Euler on the probability-flow ODE (the paper)"),
     SolverSpec("heun", sample_heun, 2, 2, option_names=("variable",), defaults=_variable_default,
-               auto=_AUTO_SECOND, description="Heun on the probability-flow ODE (the paper)"),
+               auto=_auto(RHO2, RHO2, (HEUN_SWITCH, LOG_ETA)), description="Heun on the probability-flow ODE (the paper)"),
     SolverSpec("ddim", sample_ddim, 1, 1, auto=_AUTO_FIRST,
                description="exact first-order exponential step (DDIM analogue)"),
-    SolverSpec("dpmpp-2m", sample_dpmpp_2m, 2, 1, option_names=("lambda_var",), auto=_AUTO_SECOND,
+    SolverSpec("dpmpp-2m", sample_dpmpp_2m, 2, 1, option_names=("lambda_var",),
+               auto=_auto(RHO4, RHO7, (DPMPP_2M_SWITCH, LOG_ETA)),
                description="DPM-Solver++(2M) multistep exponential integrator"),
-    SolverSpec("dpmpp-3m", sample_dpmpp_3m, 3, 1, auto=_AUTO_SECOND,
+    SolverSpec("dpmpp-3m", sample_dpmpp_3m, 3, 1, auto=_auto(RHO2, LAMBDA),
                description="DPM-Solver++(3M) multistep exponential integrator"),
+    SolverSpec("ipndm", sample_ipndm, 4, 1, option_names=("variable", "order"), auto=_auto(RHO1, LAMBDA),
+               description="iPNDM: variable-step Adams–Bashforth with lower-order warm-up"),
     SolverSpec("sde", sample_sde, 0.5, 1, stochastic=True, option_names=("noise",), auto=_AUTO_FIRST,
                description="reverse-SDE Euler–Maruyama in eta (noise=0 is the ODE)"),
     SolverSpec("adaptive", sample_adaptive, 5, 0, chain=adaptive_chain,
@@ -106,7 +118,7 @@ def sample(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, solver: s
 
     ``nfe`` is the budget: the solver takes the largest grid (design §6) whose NFE (design §7)
     fits, and ``SampleResult.nfe`` reports the calls made. ``grid``: ``"rho"`` (the paper's rho
-    grid in t; giving ``rho`` alone means this), ``"lambda"``, ``"karras"``, ``"auto"`` (the
+    grid in t; giving ``rho`` alone means this), ``"lambda"``, ``"karras"``, ``"logeta"``, ``"auto"`` (the
     default without rho or ts: the solver's measured best grid for the schedule), a grid file
     or an array; ``ts`` an explicit decreasing grid (1 -> 1/T). Without ``x_T`` the prior
     ``x_T = y + kappa sqrt(eta(t_0)) z`` is drawn with ``torch.randn(y.shape, generator=...)``;

@@ -12,9 +12,11 @@ from ..grids import GRID_FAMILIES, GridChoice, GridRequest, make_grid, schedule_
 from ..schedules import ContinuousSchedule, ResShiftSchedule, as_continuous
 from .base import Chain
 
-__all__ = ["SolverSpec", "fixed_grid_chain", "Schedule"]
+__all__ = ["SolverSpec", "fixed_grid_chain", "Schedule", "AutoRule"]
 
 Schedule = Union[ResShiftSchedule, ContinuousSchedule]
+#: ``grid="auto"`` for one schedule kind: ((up to this NFE, grid), ..., (None, grid beyond))
+AutoRule = tuple[tuple[Optional[int], GridChoice], ...]
 
 
 def _no_defaults(schedule: ContinuousSchedule) -> dict[str, Any]:
@@ -49,7 +51,8 @@ class SolverSpec:
     nfe, grid, rho)`` prepares its grid (``fixed_grid_chain``; Markov: the respaced chain);
     ``options`` are the keyword options it accepts, ``defaults(schedule)`` their per-schedule
     defaults; ``auto`` maps a schedule kind (``cresshift.grids.schedule_kind``; ``"default"``
-    for the rest) to the grid ``grid="auto"`` means (measured: benchmarks/solver_accuracy.py).
+    for the rest) to the grid ``grid="auto"`` means, by NFE (``AutoRule``; chosen with
+    benchmarks/solver_accuracy.py).
     """
 
     name: str
@@ -62,7 +65,7 @@ class SolverSpec:
     option_names: tuple[str, ...] = ()
     defaults: Callable[[ContinuousSchedule], dict[str, Any]] = _no_defaults
     chain: Callable[..., Chain] = fixed_grid_chain
-    auto: Mapping[str, GridChoice] = field(default_factory=lambda: {"default": GridChoice("rho", 1.0)})
+    auto: Mapping[str, AutoRule] = field(default_factory=lambda: {"default": ((None, GridChoice("rho", 1.0)),)})
     budget_hint: str = ""  # appended when the solver asks for more than its NFE budget
 
     def points_for_nfe(self, nfe: int) -> int:
@@ -81,9 +84,11 @@ class SolverSpec:
         """Keyword options the solver function accepts (beyond the common ones)."""
         return list(self.option_names)
 
-    def auto_grid(self, schedule: Schedule) -> GridChoice:
-        """The grid ``grid="auto"`` means for this solver on ``schedule``."""
-        return self.auto.get(schedule_kind(schedule), self.auto["default"])
+    def auto_grid(self, schedule: Schedule, n: Optional[int] = None) -> GridChoice:
+        """The grid ``grid="auto"`` means for this solver on ``schedule`` with ``n`` points (None: many)."""
+        rule = self.auto.get(schedule_kind(schedule), self.auto["default"])
+        nfe = None if n is None else self.nfe_for_points(n)
+        return next(choice for up_to, choice in rule if up_to is None or (nfe is not None and nfe <= up_to))
 
     def grid(self, schedule: Schedule, nfe: Optional[int], *, rho: Optional[float] = None,
              grid: GridRequest = None) -> np.ndarray:
