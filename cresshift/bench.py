@@ -57,6 +57,7 @@ class Row:
     options: tuple[tuple[str, Any], ...] = ()
     baseline: bool = False
     schedule: Optional[str] = None
+    grid: Optional[str] = None    # a --grid word (lambda, karras, auto, optimized, FILE); None: the rho grid
 
     @property
     def label(self) -> str:
@@ -64,18 +65,18 @@ class Row:
 
     @property
     def rho_text(self) -> str:
-        return "" if self.rho is None else f"{self.rho:g}"
+        return self.grid if self.grid is not None else "" if self.rho is None else f"{self.rho:g}"
 
     @property
     def key(self) -> str:
         """Stable identity of the row in the results files."""
         opts = ",".join(f"{k}={v}" for k, v in self.options)
         return (f"{'baseline' if self.baseline else 'model'}|{self.solver}|nfe={self.nfe}|rho={self.rho_text or '-'}"
-                f"|schedule={self.schedule or '-'}|{opts}")
+                f"|schedule={self.schedule or '-'}|{opts}" + (f"|grid={self.grid}" if self.grid is not None else ""))
 
     def describe(self) -> str:
         opts = "".join(f" {k}={v}" for k, v in self.options)
-        rho = f" rho={self.rho_text}" if self.rho is not None else ""
+        rho = f" grid={self.grid}" if self.grid is not None else f" rho={self.rho_text}" if self.rho is not None else ""
         return f"{self.label}{' (markov)' if self.baseline else ''}{rho} nfe={self.nfe}{opts}"
 
 
@@ -85,11 +86,12 @@ def table1_rows(nfe: int = TABLE1_NFE, *, T: Optional[int] = None) -> list[Row]:
 
 
 def sweep_rows(solvers: Sequence[str], rhos: Sequence[float], nfes: Sequence[int], *, baseline: bool = True,
-               T: Optional[int] = None, options: Optional[dict[str, Any]] = None) -> list[Row]:
+               T: Optional[int] = None, options: Optional[dict[str, Any]] = None, grid: Optional[str] = None) -> list[Row]:
     """Baseline row (markov at NFE = T; T None: resolved from the baseline model), then solver-major,
     NFE, rho rows; gridless solvers (markov, adaptive) get one row per NFE.
 
     ``options`` go to every row whose solver accepts them; an option no chosen solver accepts raises.
+    ``grid`` (other than None / ``rho``) replaces the rho grids: one row per solver and NFE on that grid.
     """
     from .solvers import SOLVERS
 
@@ -112,20 +114,31 @@ def sweep_rows(solvers: Sequence[str], rhos: Sequence[float], nfes: Sequence[int
         for n in dict.fromkeys(nfes):
             if s in GRIDLESS:
                 rows.append(Row(s, int(n), None, opts))
+            elif grid not in (None, "rho"):
+                rows.append(Row(s, int(n), None, opts, grid=grid))
             else:
                 rows.extend(Row(s, int(n), float(r), opts) for r in dict.fromkeys(rhos))
     return rows
 
 
-def check_rows(rows: Sequence[Row], schedule_of: Callable[[Row], Any]) -> None:
-    """Raise one ValueError naming the first row whose grid cannot be built (NFE too small, rho 0 ...)."""
+def row_grid(row: Row, model: str, schedule: Any) -> tuple[Any, Optional[float]]:
+    """(grid, rho) a row samples with (``optimized``: the grid stored with ``model``)."""
+    from .models.stored_grids import grid_request
+
+    rho = row.rho if row.rho is not None or row.grid is not None else 1.0
+    return grid_request(row.grid, rho, model=model, solver=row.solver, nfe=row.nfe, schedule=schedule)
+
+
+def check_rows(rows: Sequence[Row], schedule_of: Callable[[Row], Any], model: str = "bundled") -> None:
+    """Raise one ValueError naming the first row whose grid cannot be built (NFE too small, rho 0, no stored grid ...)."""
     from .solvers import SOLVERS, grid_for
 
     for row in rows:
         if row.solver not in SOLVERS:
             raise ValueError(f"unknown solver {row.solver!r}; valid solvers: {', '.join(SOLVERS)}")
         try:
-            grid_for(row.solver, schedule_of(row), row.nfe, row.rho if row.rho is not None else 1.0)
+            grid, rho = row_grid(row, model, schedule_of(row))
+            grid_for(row.solver, schedule_of(row), row.nfe, rho, grid)
         except ValueError as err:
             raise ValueError(f"row {row.describe()}: {err}") from None
 
@@ -217,6 +230,7 @@ class BenchSettings:
     dtype: Optional[str] = None
     tile: Optional[int] = None
     context_pad: Optional[int] = None  # mirrored border context (network px); None: each model's own
+    grid: Optional[str] = None         # --grid of the non-baseline rows (None: rho grids)
     out: Optional[str] = None
     fresh: bool = False
     command: str = ""
@@ -231,6 +245,12 @@ class BenchSettings:
                 out[k] = str(Path(out[k]).resolve())
         for k in ("model", "autoencoder", "baseline_model"):  # the same weights: a file replaced in place is another run
             out[f"{k}_sha256"] = _weights_digest(getattr(self, k))
+        if self.grid is not None:  # the grid's content: a grid file, or the model's grids sidecar
+            from .models.stored_grids import model_file, sidecar_path
+
+            source = sidecar_path(model_file(self.model)) if self.grid == "optimized" else Path(self.grid)
+            out["grid"] = self.grid
+            out["grid_sha256"] = _weights_digest(str(source)) if source.is_file() else None
         return out
 
 
@@ -442,7 +462,7 @@ def plan(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Optional[di
             for r in rows]
     rows = list(dict.fromkeys(rows))
     p = Plan(rows, [], pipelines, device, 0, "")
-    check_rows(rows, lambda r: p.pipe(r).schedule_for(r.schedule or settings.schedule))
+    check_rows(rows, lambda r: p.pipe(r).schedule_for(r.schedule or settings.schedule), settings.model)
     sfs = {pp.sf for pp in pipelines.values()}
     if len(sfs) != 1:
         raise ValueError(f"the model and the baseline model have different scale factors {sorted(sfs)}")
@@ -523,8 +543,8 @@ def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Option
             lr, hr = load_item(item, p.sf)
             for row in todo:
                 t0 = time.perf_counter()
-                res = p.pipe(row).run(lr[None], solver=row.solver, nfe=row.nfe,
-                                      rho=row.rho if row.rho is not None else 1.0, seed=item.seed,
+                grid, rho = row_grid(row, settings.model, p.pipe(row).schedule_for(row.schedule or settings.schedule))
+                res = p.pipe(row).run(lr[None], solver=row.solver, nfe=row.nfe, rho=rho, grid=grid, seed=item.seed,
                                       schedule=row.schedule or settings.schedule, tile=settings.tile,
                                       context_pad=settings.context_pad, **dict(row.options))
                 seconds = time.perf_counter() - t0

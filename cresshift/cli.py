@@ -267,6 +267,8 @@ def _check_space(folder: Path, need_bytes: int) -> None:
               help="Sampler from the registry (design §7 for its NFE).")
 @click.option("--rho", type=float, default=-8.0, show_default=True, callback=_rho,
               help="Grid spacing: 1 uniform, > 1 steps near the image end, < 0 near the noisy LR end.")
+@click.option("--grid", "grid_name", default=None, metavar="rho|lambda|karras|auto|optimized|FILE",
+              help="Time grid [default: rho, with --rho]; optimized: the one 'optimize-grid --write' stored.")
 @click.option("--nfe", type=click.IntRange(1, 10000), default=15, show_default=True,
               help="Budget of network calls per image; the summary reports what was used.")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -295,7 +297,7 @@ def _check_space(folder: Path, need_bytes: int) -> None:
 @click.option("--example", is_flag=True, help="Super-resolve a bundled test tile (writes LR, SR and HR into OUT).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout instead of the written paths.")
 @_common_options
-def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int, seed: int, schedule: str, model: str,
+def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name: Optional[str], nfe: int, seed: int, schedule: str, model: str,
            preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str, scale: Optional[int],
            tile: Optional[int], tile_overlap: int, context_pad: Optional[int], batch_size: int, compile_: bool, solver_options: tuple[str, ...],
            save_trajectory: bool, overwrite: bool, example: bool, as_json: bool, quiet: bool) -> None:
@@ -359,7 +361,10 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int,
                          compile=compile_)
     if scale is not None and scale != pipe.sf:
         raise CliError(f"the model super-resolves x{pipe.sf}; --scale {scale} does not match it")
-    grid = grid_for(solver, pipe.schedule_for(schedule), nfe, rho)  # raises on an impossible grid
+    from .models.stored_grids import grid_request
+
+    grid_req, rho = grid_request(grid_name, rho, model=model, solver=solver, nfe=nfe, schedule=pipe.schedule_for(schedule))
+    grid = grid_for(solver, pipe.schedule_for(schedule), nfe, rho, grid_req)  # raises on an impossible grid
     if not example:
         from PIL import Image
 
@@ -405,7 +410,7 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int,
                     bar.update(steps, advance=1)
             bar.reset(steps, visible=big)
             t0 = time.perf_counter()
-            res = pipe.run(torch.stack([b[1] for b in batch]), solver=solver, nfe=nfe, rho=rho,
+            res = pipe.run(torch.stack([b[1] for b in batch]), solver=solver, nfe=nfe, rho=rho, grid=grid_req,
                            seed=seed + batch[0][0], schedule=schedule, tile=tile, tile_overlap=tile_overlap,
                            context_pad=context_pad, callback=on_step, **opts)
             dt = time.perf_counter() - t0
@@ -431,11 +436,11 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int,
     n = len(jobs)
     used = "/".join(str(v) for v in sorted(nfe_used))
     grid_text = (f"{len(grid)} chain steps" if solver == "markov" else
-                 "adaptive" if solver == "adaptive" else f"rho={rho:g}, {len(grid)} points")
+                 "adaptive" if solver == "adaptive" else f"{f'rho={rho:g}' if rho is not None else f'grid {grid_name}'}, {len(grid)} points")
     line = (f"{solver} ({grid_text}, schedule {schedule}): NFE {used} used of {nfe}; {n} image(s), "
             f"{seconds['total'] / n:.3f} s/image (network {seconds['network'] / n:.3f} s) -> {out_dir}")
     if as_json:
-        click.echo(json.dumps({"solver": solver, "rho": rho, "nfe_budget": nfe, "nfe": sorted(nfe_used),
+        click.echo(json.dumps({"solver": solver, "rho": rho, "grid_request": grid_name, "nfe_budget": nfe, "nfe": sorted(nfe_used),
                                "schedule": schedule, "grid": [float(t) for t in grid], "model": model,
                                "seconds_per_image": seconds["total"] / n, "wall_seconds": time.perf_counter() - t_start,
                                "images": summary}, indent=1))
@@ -654,6 +659,8 @@ def _rho_value(text: str) -> float:
               help="Comma list [default: euler,heun].")
 @click.option("--rhos", callback=_csv(_rho_value, "non-zero numbers"), default=None,
               help="Comma list [default: 1,4,8,-4,-8].")
+@click.option("--grid", "grid_name", default=None, metavar="rho|lambda|karras|auto|optimized|FILE",
+              help="Time grid of the solver rows instead of the --rhos grids (optimized: stored by optimize-grid).")
 @click.option("--nfe", "nfes", callback=_csv(int, "integers"), default=None, help="Comma list of budgets [default: 15].")
 @_solver_option()
 @click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default="default", show_default=True,
@@ -677,7 +684,7 @@ def _rho_value(text: str) -> float:
 @_common_options
 def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str,
           baseline_model: str, no_baseline: bool, hr: Optional[str], lr: Optional[str], limit: Optional[int],
-          solvers: Optional[list[str]], rhos: Optional[list[float]], nfes: Optional[list[int]],
+          solvers: Optional[list[str]], rhos: Optional[list[float]], grid_name: Optional[str], nfes: Optional[list[int]],
           solver_options: tuple[str, ...], schedule: str, lpips_net: str, lpips_backbone: Optional[str], crop_border: int, out: str,
           fresh: bool, seed: int, tile: Optional[int], context_pad: Optional[int], dry_run: bool, as_json: bool,
           quiet: bool) -> None:
@@ -704,17 +711,17 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
     opts = _parse_options(solver_options)
     from . import bench as engine
 
-    if solvers is None and rhos is None and nfes is None and not opts:
+    if solvers is None and rhos is None and nfes is None and not opts and grid_name is None:
         rows = engine.table1_rows()
         if no_baseline:
             rows = rows[1:]
     else:
         rows = engine.sweep_rows(solvers or engine.TABLE1_SOLVERS, rhos or engine.TABLE1_RHOS,
-                                 nfes or (engine.TABLE1_NFE,), baseline=not no_baseline, options=opts)
+                                 nfes or (engine.TABLE1_NFE,), baseline=not no_baseline, options=opts, grid=grid_name)
     settings = engine.BenchSettings(
         model=model, preset=preset, autoencoder=autoencoder, baseline_model=baseline_model, hr=hr, lr=lr, limit=limit,
         seed=seed, schedule=schedule, lpips_net=lpips_net, lpips_backbone=lpips_backbone, crop_border=crop_border, device=device,
-        dtype=None if dtype == "float32" else dtype, tile=tile, context_pad=context_pad, out=out,
+        dtype=None if dtype == "float32" else dtype, tile=tile, context_pad=context_pad, grid=grid_name, out=out,
         fresh=fresh, command=engine.command_line(_INVOCATION))
     if dry_run:
         p = engine.plan(settings, rows)
@@ -760,9 +767,12 @@ def _print_bench(result: Any) -> None:
         console.print(line, highlight=False)
 
 
-from .commands.fetch import fetch as _fetch_command  # noqa: E402  (commands import cli's helpers)
+# Command modules import this module's helpers, so they are registered after it is defined.
+from .commands.fetch import fetch as _fetch_command  # noqa: E402
+from .commands.optimize_grid import optimize_grid as _optimize_grid_command  # noqa: E402
 
 main.add_command(_fetch_command)
+main.add_command(_optimize_grid_command)
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m cresshift.cli finetune ...
     main()

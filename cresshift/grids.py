@@ -27,7 +27,7 @@ from .converters import edm_sigma, sqrt_eta_of_sigma
 from .schedules import ContinuousSchedule, ResShiftSchedule, as_continuous
 
 __all__ = ["rho_grid", "lambda_grid", "karras_grid", "log_eta_grid", "make_grid", "GridChoice", "GRID_FAMILIES",
-           "check_grid", "grid_json", "load_grid", "sigma_to_t", "schedule_kind", "GRID_FORMAT"]
+           "check_grid", "grid_json", "load_grid", "grid_from_record", "sigma_to_t", "schedule_kind", "GRID_FORMAT"]
 
 Schedule = Union[ResShiftSchedule, ContinuousSchedule]
 GridRequest = Union[None, str, Path, Sequence[float], np.ndarray]
@@ -214,14 +214,22 @@ def load_grid(path: Union[str, Path], schedule: Schedule) -> np.ndarray:
     path = Path(path)
     try:
         record = json.loads(path.read_text())
-        ts, made_for = record["ts"], record["schedule"]
     except FileNotFoundError:
         raise ValueError(f"grid file {path} does not exist") from None
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError) as err:
         raise ValueError(f"{path} is not a cresshift grid file (JSON with 'ts' and 'schedule'): {err}") from None
+    return grid_from_record(record, schedule, f"grid file {path}")
+
+
+def grid_from_record(record: Any, schedule: Schedule, source: str = "the grid") -> np.ndarray:
+    """The times of a parsed grid record (``grid_json``'s fields); raises if made for another schedule."""
+    try:
+        ts, made_for = record["ts"], record["schedule"]
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{source} is not a cresshift grid (JSON with 'ts' and 'schedule'): missing {err}") from None
     sched = as_continuous(schedule)
     if not _same_config(made_for, sched.to_config()):
-        raise ValueError(f"grid file {path} was made for schedule {_short(made_for)}, not {_short(sched.to_config())}; "
+        raise ValueError(f"{source} was made for schedule {_short(made_for)}, not {_short(sched.to_config())}; "
                          "make a grid for this schedule (cresshift optimize-grid) or pass another grid")
     return check_grid(ts, sched)
 

@@ -92,3 +92,14 @@ def test_bad_input_one_line(problem, kwargs, match):
     with pytest.raises(ValueError, match=match) as err:
         optimize_grid(problem.denoiser, y, problem.schedule, reference=y, **kwargs)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("solver,nfe", [("dpmpp-2m", 4), ("heun", 5)])
+def test_default_start_no_worse_than_the_solvers_auto_grid(problem, solver, nfe):
+    y, x_T, ref = _batch(problem, 32, seed=1)
+    ts = optimize_grid(problem.denoiser, y, problem.schedule, solver=solver, nfe=nfe, x_T=x_T, reference=ref,
+                       max_evals=5)
+    auto = SOLVERS[solver].grid(problem.schedule, nfe)
+    kwargs = dict(solver=solver, nfe=nfe, x_T=x_T, reference=ref)
+    assert grid_error(problem.denoiser, y, problem.schedule, ts, **kwargs) <= \
+        grid_error(problem.denoiser, y, problem.schedule, auto, **kwargs)

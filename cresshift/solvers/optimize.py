@@ -12,8 +12,8 @@ is a valid grid: strictly decreasing in t (the increments are positive), exact e
 inverse; so the search is unconstrained and never proposes an invalid grid.
 
 Search: Nelder–Mead (scipy) over those logits, started from the best of a few fixed grids
-(rho in t, uniform in lambda) or from the caller's ``start``. Why derivative-free search and
-not dynamic programming over a fine candidate grid: a DP adds up one-step (local) errors and
+(the solver's auto grid, uniform in lambda, karras, rho in t) or from the caller's ``start``.
+Why derivative-free search and not dynamic programming over a fine candidate grid: a DP adds up one-step (local) errors and
 so needs a solver whose step depends only on its two ends; multistep solvers (dpmpp-2m/3m)
 carry history and every solver's local errors propagate differently along the trajectory.
 Evaluating the whole sampler measures the quantity asked for (the global error of the output)
@@ -31,15 +31,15 @@ import numpy as np
 import torch
 
 from ..converters import edm_sigma
-from ..grids import rho_grid
+from ..grids import karras_grid, lambda_grid, rho_grid, sigma_to_t
 from ..schedules import ContinuousSchedule, ResShiftSchedule, as_continuous
 from .base import Denoiser, NonFiniteError
 
-__all__ = ["optimize_grid", "grid_error", "lambda_of_t", "t_of_lambda"]
+__all__ = ["optimize_grid", "grid_error", "reference_output", "prior_sample", "lambda_of_t", "t_of_lambda"]
 
 Schedule = Union[ResShiftSchedule, ContinuousSchedule]
 Progress = Callable[[int, int], None]
-START_RHOS = (1.0, 4.0, 7.0, -8.0)  # fixed rho-in-t grids tried as starting points, with uniform lambda
+START_RHOS = (1.0, 4.0, 7.0, -8.0)  # rho-in-t grids tried as starting points, with the lambda and karras grids
 
 
 def lambda_of_t(ts: Sequence[float], schedule: ContinuousSchedule) -> np.ndarray:
@@ -49,11 +49,8 @@ def lambda_of_t(ts: Sequence[float], schedule: ContinuousSchedule) -> np.ndarray
 
 
 def t_of_lambda(lams: Sequence[float], schedule: ContinuousSchedule) -> np.ndarray:
-    """The times at given log-SNRs, through the stable inverse u = 2 s / (kappa + sqrt(kappa^2 + 4 s^2)) (design §6b)."""
-    sigma = np.exp(-np.asarray(lams, np.float64))
-    kappa = float(schedule.kappa)
-    u = 2 * sigma / (kappa + np.sqrt(kappa ** 2 + 4 * sigma ** 2))
-    return np.asarray(schedule.t_of_eta(u * u), np.float64)
+    """The times at given log-SNRs (sigma~ = exp(-lambda) through ``cresshift.grids.sigma_to_t``)."""
+    return sigma_to_t(np.exp(-np.asarray(lams, np.float64)), schedule)
 
 
 def _encode(ts: np.ndarray, schedule: ContinuousSchedule) -> np.ndarray:
@@ -115,8 +112,9 @@ def _check(solver: str, nfe: int, y: torch.Tensor, x_T: Optional[torch.Tensor]) 
     return spec.points_for_nfe(int(nfe))
 
 
-def _prior(y: torch.Tensor, schedule: ContinuousSchedule, generator: Optional[torch.Generator]) -> torch.Tensor:
+def prior_sample(y: torch.Tensor, schedule: ContinuousSchedule, generator: Optional[torch.Generator]) -> torch.Tensor:
     """x_T = y + kappa sqrt(eta(1)) z, as ``sample`` draws it (seed 0 without a generator)."""
+    schedule = as_continuous(schedule)
     if generator is None:
         generator = torch.Generator(device=y.device).manual_seed(0)
     z = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
@@ -143,8 +141,8 @@ def optimize_grid(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, so
     never exceeds the budget. ``x_T`` (default: drawn from ``generator``, seed 0 without one,
     as ``sample`` draws it) is shared by every evaluation and the reference; ``reference`` (the
     converged output from ``x_T``) defaults to adaptive dopri5 at ``reference_rtol``. ``start``
-    is the grid the search starts from (default: the best of rho-in-t grids ``START_RHOS`` and
-    the uniform-lambda grid); the result's calibration error is never above the start's.
+    is the grid the search starts from (default: the best of the solver's ``grid="auto"``, the
+    lambda and karras grids and the rho-in-t grids ``START_RHOS``); the result's calibration error is never above the start's.
     ``max_evals`` bounds the Nelder–Mead sampler runs (default 40 per free time);
     ``progress(done, total)`` is called after each run. Other ``options`` go to the solver.
     """
@@ -153,7 +151,7 @@ def optimize_grid(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, so
     n = _check(solver, nfe, y, x_T)
     cont = as_continuous(schedule)
     t_min = cont.t_min
-    x_T = _prior(y, cont, generator) if x_T is None else x_T
+    x_T = prior_sample(y, cont, generator) if x_T is None else x_T
     if reference is None:
         reference = reference_output(denoiser, y, cont, x_T, rtol=reference_rtol)
     elif reference.shape != y.shape:
@@ -198,10 +196,13 @@ def optimize_grid(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, so
 
 def _start_grids(start: Optional[Sequence[float]], n: int, lam_ends: tuple[float, float],
                  schedule: ContinuousSchedule, solver: str, nfe: int) -> list[np.ndarray]:
-    """[start], or the rho-in-t grids of ``START_RHOS`` and the uniform-lambda grid; each checked."""
+    """[start], or the solver's auto grid, the lambda and karras grids and the rho-in-t grids of ``START_RHOS``."""
     t_min = schedule.t_min
     if start is None:
-        return [rho_grid(n, rho, t_min) for rho in START_RHOS] + [_decode(np.zeros(n - 2), lam_ends, schedule)]
+        from . import SOLVERS
+
+        grids = [SOLVERS[solver].grid(schedule, nfe), lambda_grid(n, schedule), karras_grid(n, schedule)]
+        return grids + [rho_grid(n, rho, t_min) for rho in START_RHOS]
     ts = np.asarray(start, np.float64)
     if ts.ndim != 1 or len(ts) != n:
         raise ValueError(f"a start grid for {solver!r} at nfe={nfe} has {n} points, got {len(ts)}")
