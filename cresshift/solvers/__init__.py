@@ -32,9 +32,9 @@ from .base import (BudgetExceeded, Callback, CountingDenoiser, Denoiser, NonFini
 from .exponential import sample_ddim, sample_dpmpp_2m, sample_dpmpp_3m
 from .markov import sample_markov
 from .ode import sample_euler, sample_heun
-from .sde import sample_sde
+from .sde import check_noise, sample_sde
 
-__all__ = ["sample", "SOLVERS", "SolverSpec", "SampleResult", "Denoiser", "NonFiniteError",
+__all__ = ["sample", "SOLVERS", "SolverSpec", "check_solver_options", "SampleResult", "Denoiser", "NonFiniteError",
            "BudgetExceeded", "grid_for", "sample_markov", "sample_euler", "sample_heun", "sample_ddim",
            "sample_dpmpp_2m", "sample_dpmpp_3m", "sample_sde", "sample_adaptive"]
 
@@ -52,6 +52,7 @@ class SolverSpec:
     min_points: int = 2
     stochastic: bool = False
     description: str = ""
+    check: Optional[Callable[[dict[str, Any]], None]] = None  # raises ValueError for bad option values
 
     def points_for_nfe(self, nfe: int) -> int:
         """The largest grid whose NFE (evals_per_step (n - 1) + 1) is within ``nfe``."""
@@ -79,7 +80,8 @@ SOLVERS: dict[str, SolverSpec] = {s.name: s for s in [
     SolverSpec("dpmpp-2m", sample_dpmpp_2m, 2, 1, description="DPM-Solver++(2M) multistep exponential integrator"),
     SolverSpec("dpmpp-3m", sample_dpmpp_3m, 3, 1, description="DPM-Solver++(3M) multistep exponential integrator"),
     SolverSpec("sde", sample_sde, 0.5, 1, stochastic=True,
-               description="reverse-SDE Euler–Maruyama in eta (noise=0 is the ODE)"),
+               description="reverse-SDE Euler–Maruyama in eta (noise=0 is the ODE)",
+               check=lambda options: check_noise(options.get("noise", 1.0))),
     SolverSpec("adaptive", sample_adaptive, 5, 0,
                description="torchdiffeq dopri5 reference integrator (NFE set by rtol/atol)"),
 ]}
@@ -89,6 +91,17 @@ def _spec(solver: str) -> SolverSpec:
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; valid solvers: {', '.join(SOLVERS)}")
     return SOLVERS[solver]
+
+
+def check_solver_options(solver: str, options: dict[str, Any]) -> None:
+    """ValueError for an option ``solver`` does not take or a value it refuses (before any network call)."""
+    spec = _spec(solver)
+    unknown = set(options) - set(spec.options())
+    if unknown:
+        raise ValueError(f"solver {solver!r} does not take {', '.join(sorted(unknown))}; "
+                         f"its options are: {', '.join(spec.options()) or 'none'}")
+    if spec.check is not None:
+        spec.check(options)
 
 
 def _markov_chain(schedule: Schedule, nfe: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -150,10 +163,7 @@ def sample(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, solver: s
         raise ValueError(f"rho must be a finite non-zero number (rho=1 is uniform), got rho={rho}")
     if nfe is not None and (int(nfe) != nfe or nfe < 1):
         raise ValueError(f"nfe must be a positive integer, got {nfe}")
-    unknown = set(solver_options) - set(spec.options())
-    if unknown:
-        raise ValueError(f"solver {solver!r} does not take {', '.join(sorted(unknown))}; "
-                         f"its options are: {', '.join(spec.options()) or 'none'}")
+    check_solver_options(solver, solver_options)
     if "variable" in spec.options() and solver_options.get("variable") is None:
         cont = as_continuous(schedule)
         solver_options["variable"] = "eta" if solver == "adaptive" else cont.default_variable
