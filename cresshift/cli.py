@@ -344,7 +344,8 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int,
     import torch
 
     from .bench import bundled_testset, resolve_device
-    from .data.io import bicubic_down, list_images, load_image, lock_folder, remove_stale_temps, save_image
+    from .data.io import (bicubic_down, list_images, load_image, lock_folder, remove_stale_temps, save_image,
+                          strict_json)
     from .models.pipeline import load_pipeline
     from .solvers import SOLVERS, check_solver_options, grid_for
 
@@ -445,7 +446,7 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int,
     line = (f"{solver} ({grid_text}, schedule {schedule}): NFE {used} used of {nfe}; {n} image(s), "
             f"{seconds['total'] / n:.3f} s/image (network {seconds['network'] / n:.3f} s) -> {out_dir}")
     if as_json:
-        click.echo(json.dumps({"solver": solver, "rho": rho, "nfe_budget": nfe, "nfe": sorted(nfe_used),
+        click.echo(strict_json({"solver": solver, "rho": rho, "nfe_budget": nfe, "nfe": sorted(nfe_used),
                                "schedule": schedule, "grid": [float(t) for t in grid], "model": model,
                                "seconds_per_image": seconds["total"] / n, "wall_seconds": time.perf_counter() - t_start,
                                "images": summary}, indent=1))
@@ -545,7 +546,7 @@ def fit_schedule(checkpoint: Optional[str], preset: Optional[str], steps: Option
     if not (checkpoint or preset or steps):
         raise click.UsageError("give a cresshift CHECKPOINT, --preset NAME, or --steps T (with --kappa, "
                                "--min-noise-level, --etas-end, --power)")
-    from .data.io import writable_mode
+    from .data.io import strict_json, writable_mode
 
     if plot:
         try:
@@ -598,7 +599,7 @@ def fit_schedule(checkpoint: Optional[str], preset: Optional[str], steps: Option
                       f"{100 * miss:.1f} % (> 1 %): its prior does not match the trained marginals")
 
     if as_json:
-        click.echo(json.dumps(report, indent=1))
+        click.echo(strict_json(report, indent=1))
     else:
         _print_fit(report)
     if plot:
@@ -756,6 +757,7 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
         raise click.BadParameter("NFE budgets must be positive", param_hint="--nfe")
     opts = _parse_options(solver_options)
     from . import bench as engine
+    from .data.io import strict_json
 
     if solvers is None and rhos is None and nfes is None and not opts:
         rows = engine.table1_rows()
@@ -786,7 +788,7 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
     if result is None:  # a rank > 0 of torchrun: rank 0 reports
         return
     if as_json:
-        click.echo(json.dumps(engine.result_json(result), indent=1))
+        click.echo(strict_json(engine.result_json(result), indent=1))
     else:
         _print_bench(result)
     for note in result.notes:

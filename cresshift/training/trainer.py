@@ -699,6 +699,7 @@ def train(settings: TrainSettings, *, resume: Optional[str] = None, progress: bo
     Rank 0 holds a lock on ``out`` for the whole run (a second run into it is refused) and first
     deletes the temp files of killed runs there.
     """
+    settings.check()  # before the lock creates --out
     out = Path(settings.out)
     lock = lock_folder(out) if int(os.environ.get("RANK", 0)) == 0 else contextlib.nullcontext()
     with lock:
