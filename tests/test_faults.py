@@ -416,7 +416,7 @@ def test_full_disk_during_finetune_is_one_line(photo_folder, tmp_path, monkeypat
 
     import cresshift.training.trainer as trainer
 
-    class FullFile:
+    class FullFile:  # the file system fills up after 1000 bytes, as /dev/full would at once
         def __init__(self, path, mode):
             self.fh = builtins.open(path, mode)
             self.written = 0
@@ -427,8 +427,11 @@ def test_full_disk_during_finetune_is_one_line(photo_folder, tmp_path, monkeypat
                 raise OSError(errno.ENOSPC, "No space left on device")
             return self.fh.write(data)
 
-        def __getattr__(self, name):
-            return getattr(self.fh, name)
+        def flush(self):
+            self.fh.flush()
+
+        def close(self):
+            self.fh.close()
 
         def __enter__(self):
             return self

@@ -596,9 +596,37 @@ class Trainer:
 
 
 def _torch_save(obj: Any, path: str) -> None:
-    """torch.save through a Python file object, so that a full disk raises OSError(ENOSPC)."""
+    """torch.save through a file object that keeps the OSError of a failed write (a full disk).
+
+    torch.save reports a failed write as ``RuntimeError: [enforce fail at inline_container.cc]``;
+    the recorded OSError (ENOSPC, EIO ...) is raised instead.
+    """
     with open(path, "wb") as fh:
-        torch.save(obj, fh)
+        writer = _RecordingWriter(fh)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
+
+
+class _RecordingWriter:
+    """A write-only file wrapper that remembers the last OSError its ``write`` raised."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.error: Optional[OSError] = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
 
 
 class _InterruptGuard:
