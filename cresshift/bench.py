@@ -510,6 +510,8 @@ def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Option
     try:
         p = plan(settings, rows, pipelines=pipelines, local_rank=dist.local_rank)
         shard = p.items[dist.rank::dist.world]
+        for item in shard:  # every input read once before the first network call
+            load_item(item, p.sf)
         lpips = LPIPSMetric(settings.lpips_net, backbone=settings.lpips_backbone, device=p.device)
         notes = [] if lpips.available else [lpips.reason]
 

@@ -618,3 +618,15 @@ def test_bench_results_are_strict_json_and_a_failed_run_does_not_block_the_next(
     again = run_bench(BenchSettings(model=files["model"], hr=str(flat), out=str(out)), rows,
                       pipelines={"model": Perfect(pipe, grey, fail=True)})  # resumed: nothing recomputed
     assert again.computed == 0 and again.records[0]["psnr_y"] == float("inf")
+
+
+def test_bench_reads_every_input_before_the_first_result(files, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    hr = tmp_path / "hr"
+    save_image(photo(32, 32), hr / "a.png")
+    (hr / "z.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    r = cli("bench", "--model", files["model"], "--hr", hr, "--solvers", "euler", "--rhos", "1", "--nfe", "2",
+            "--no-baseline", "--out", tmp_path / "b")
+    assert_one_line_error(r, "cannot read image", "z.png")
+    jsonl = tmp_path / "b" / "results.jsonl"
+    assert not jsonl.exists() or not jsonl.read_text().strip()
