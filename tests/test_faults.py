@@ -515,6 +515,7 @@ def _kill_when(proc: subprocess.Popen, ready, delay: float, timeout: float = 240
 def _finetune_killed_then_resumed(photo_folder: Path, tmp_path: Path, after_ckpt: int, delay: float) -> None:
     ref = cli("finetune", "--data", photo_folder, "--out", tmp_path / "ref", *FINETUNE)
     assert ref.exit_code == 0, ref.stderr
+    assert "last.safetensors" in ref.stderr and "best.safetensors" not in ref.stderr  # --val none: no best model
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "cresshift", "finetune", "--data", str(photo_folder), "--out",
                              str(out), *FINETUNE], stderr=subprocess.DEVNULL)
