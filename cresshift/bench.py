@@ -324,11 +324,13 @@ class RecordStore:
 
     def load(self) -> dict[tuple[str, str], dict[str, Any]]:
         """Every complete record in ``out`` (a line cut short by a kill is ignored), first one wins."""
+        from .data.io import restore_nonfinite
+
         done: dict[tuple[str, str], dict[str, Any]] = {}
         for f in self.files():
             for line in f.read_text(encoding="utf-8").splitlines():
                 try:
-                    rec = json.loads(line)
+                    rec = restore_nonfinite(json.loads(line))
                 except json.JSONDecodeError:
                     continue
                 if isinstance(rec, dict) and "row" in rec and "image" in rec:
@@ -338,7 +340,9 @@ class RecordStore:
     def append(self, record: dict[str, Any]) -> None:
         if self.path is None:
             return
-        line = json.dumps(record, allow_nan=True) + "\n"
+        from .data.io import strict_json
+
+        line = strict_json(record) + "\n"
         if self.path.is_file() and self.path.stat().st_size:
             with open(self.path, "rb") as fh:  # a line cut short by a kill: start on a fresh line
                 fh.seek(-1, os.SEEK_END)
@@ -475,13 +479,21 @@ def plan(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Optional[di
 
 
 def _prepare_out(settings: BenchSettings, store: RecordStore, dist: "_Dist") -> None:
-    """Create ``out``; refuse results of another run; ``fresh`` deletes the old records first."""
-    from .models.checkpoints import atomic_write
+    """Create ``out``; refuse results of another run; ``fresh`` deletes the old records first.
+
+    A run.json with no records beside it (a run that failed before its first result) is
+    replaced, so the corrected command can start.
+    """
+    from .data.io import atomic_write, remove_stale_temps, strict_json
 
     out = store.out
     assert out is not None
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / "run.json"
+    if dist.rank == 0:
+        remove_stale_temps(out)
+    if dist.rank == 0 and not settings.fresh and run_file.is_file() and not store.load():
+        run_file.unlink()
     if settings.fresh and dist.rank == 0:
         for f in store.files():
             f.unlink()
@@ -497,8 +509,7 @@ def _prepare_out(settings: BenchSettings, store: RecordStore, dist: "_Dist") -> 
                              f"use another --out, or --fresh to discard them")
     dist.barrier()
     if dist.rank == 0 and not run_file.is_file():
-        text = json.dumps(settings.identity(), indent=1)
-        atomic_write(run_file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        atomic_write(run_file, strict_json(settings.identity(), indent=1))
 
 
 def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Optional[dict[str, Any]] = None,
@@ -520,6 +531,8 @@ def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Option
     try:
         p = plan(settings, rows, pipelines=pipelines, local_rank=dist.local_rank)
         shard = p.items[dist.rank::dist.world]
+        for item in shard:  # every input read once before the first network call
+            load_item(item, p.sf)
         lpips = LPIPSMetric(settings.lpips_net, backbone=settings.lpips_backbone, device=p.device)
         notes = [] if lpips.available else [lpips.reason]
 
@@ -685,6 +698,8 @@ def _plots(result: BenchResult, out: Path) -> tuple[list[str], Optional[str]]:
         import matplotlib.pyplot as plt
     except ImportError:
         return [], "plots skipped: matplotlib is not installed (pip install 'cresshift[plot]')"
+    from .data.io import atomic_write
+
     written = []
     for key, name, higher, _ in METRICS:
         if all(e[key] is None for e in result.table):
@@ -708,7 +723,7 @@ def _plots(result: BenchResult, out: Path) -> tuple[list[str], Optional[str]]:
         ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()
         path = out / f"plot_{key}.png"
-        fig.savefig(path, dpi=120)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
         plt.close(fig)
         written.append(str(path))
     pd_path = _perception_distortion_plot(result, out, plt)
@@ -739,19 +754,19 @@ def _perception_distortion_plot(result: BenchResult, out: Path, plt: Any) -> Opt
 
 def write_outputs(result: BenchResult, out: Path) -> list[str]:
     """results.json, table.md, table.csv and plot_<metric>.png under ``out`` (atomically); returns the paths."""
-    from .models.checkpoints import atomic_write
+    from .data.io import atomic_write, strict_json
 
     out.mkdir(parents=True, exist_ok=True)
 
     def text(path: Path, content: str) -> str:
-        atomic_write(path, lambda tmp: Path(tmp).write_text(content, encoding="utf-8"))
+        atomic_write(path, content)
         return str(path)
 
     plots, note = _plots(result, out)
     if note:
         result.notes.append(note)
     paths = [text(out / "table.md", to_markdown(result)), text(out / "table.csv", to_csv(result))]
-    paths.append(text(out / "results.json", json.dumps(result_json(result), indent=1)))
+    paths.append(text(out / "results.json", strict_json(result_json(result), indent=1)))
     return paths + plots
 
 

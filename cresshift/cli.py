@@ -52,9 +52,39 @@ def _as_cli_error(err: BaseException) -> Optional[click.ClickException]:
         return CliError(_first_line(err))
     if type(err).__name__ == "OutOfMemoryError":
         return CliError("out of GPU memory: use --tile (e.g. --tile 256), a smaller --batch-size or --dtype float16")
+    if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "can't allocate memory" in str(err)):
+        return CliError("out of memory (RAM): use --tile (e.g. --tile 256) or a smaller --batch-size / --batch")
     if isinstance(err, ModuleNotFoundError):
         return CliError(f"{_first_line(err)}: install it (pip install {err.name})")
     return None
+
+
+def raise_one_line(ctx: click.Context, err: Exception) -> None:
+    """Re-raise ``err`` as it is under --debug, else as one-line CliError (exit 2); a bug says 'unexpected'."""
+    if ctx.meta.get("cresshift.debug"):
+        raise err
+    cli_err = _as_cli_error(err)
+    if cli_err is not None:
+        raise cli_err from None
+    raise CliError(f"unexpected {type(err).__name__}: {_first_line(err)} "
+                   f"(run with --debug for the traceback)") from None
+
+
+#: what the Ctrl-C message tells the user, per command
+INTERRUPT_HINTS = {
+    "sample": "every output listed so far is complete; rerun the same command with --overwrite, or on the rest",
+    "bench": "rerun the same command to resume the bench",
+    "finetune": "rerun the same command with --resume auto to continue from the last checkpoint",
+    "fit-schedule": "nothing was written",
+}
+
+
+class Interrupted(click.Abort):
+    """Ctrl-C: exit status 130 and a line naming how to continue the interrupted ``command``."""
+
+    def __init__(self, command: Optional[str] = None) -> None:
+        super().__init__()
+        self.command = command
 
 
 def _debug_callback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -117,15 +147,10 @@ class CresshiftGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt:
-            raise click.Abort() from None
+            raise Interrupted(ctx.invoked_subcommand) from None
         except Exception as err:
-            if ctx.meta.get("cresshift.debug"):
-                raise
-            cli_err = _as_cli_error(err)
-            if cli_err is not None:
-                raise cli_err from None
-            raise CliError(f"unexpected {type(err).__name__}: {_first_line(err)} "
-                           f"(run with --debug for the traceback)") from None
+            raise_one_line(ctx, err)
+            raise  # pragma: no cover - raise_one_line always raises
         finally:
             warnings.showwarning = old
 
@@ -146,8 +171,10 @@ class CresshiftGroup(click.Group):
         except click.ClickException as err:
             err.show()
             sys.exit(err.exit_code)
-        except click.Abort:
-            click.echo("interrupted (rerun the same command to resume a bench)", err=True)
+        except click.Abort as err:
+            command = getattr(err, "command", None)
+            click.echo(f"interrupted{f' ({INTERRUPT_HINTS[command]})' if command in INTERRUPT_HINTS else ''}",
+                       err=True)
             sys.exit(130)
         sys.exit(rv if isinstance(rv, int) else 0)
 
@@ -320,14 +347,16 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
     import torch
 
     from .bench import bundled_testset, resolve_device
-    from .data.io import bicubic_down, list_images, load_image, save_image
+    from .data.io import (bicubic_down, list_images, load_image, lock_folder, remove_stale_temps, save_image,
+                          strict_json)
     from .models.pipeline import load_pipeline
-    from .solvers import SOLVERS, grid_for
+    from .solvers import SOLVERS, check_solver_options, grid_for
 
     spec = SOLVERS[solver]
     if solver != "adaptive" and nfe < spec.min_nfe:
         raise click.BadParameter(f"{solver} needs at least {spec.min_nfe} network calls, got {nfe}",
                                  param_hint="--nfe")
+    check_solver_options(solver, opts)
     out_dir = Path(out)
 
     # What to read and where to write it.
@@ -343,17 +372,11 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
             for p in list_images([item]):
                 rel = p.relative_to(root).with_suffix(".png") if root.is_dir() else Path(p.stem + ".png")
                 jobs.append((p, out_dir / rel))
-    targets = [dst for _, dst in jobs] + ([out_dir / "example_lr.png", out_dir / "example_hr.png"] if example else [])
-    sources = {src.resolve() for src, _ in jobs if src is not None}
-    seen: set[Path] = set()
-    for dst in targets:
-        if dst.resolve() in sources:
-            raise CliError(f"the output {dst} would overwrite an input; choose another --out")
-        if dst.resolve() in seen:
-            raise CliError(f"two inputs would both be written to {dst}; super-resolve them into different --out")
-        seen.add(dst.resolve())
-        if dst.exists() and not overwrite:
-            raise CliError(f"{dst} exists; pass --overwrite to replace it")
+    _check_seeds(seed, len(jobs))
+    click.get_current_context().with_resource(lock_folder(out_dir))  # held until the command ends
+    remove_stale_temps(out_dir, recursive=True)
+    _check_outputs(jobs, out_dir, example=example, trajectory=save_trajectory, overwrite=overwrite)
+    pixels = sum(_checked_pixels(src) for src, _ in jobs) if not example else 0  # every input read once, up front
 
     dev = resolve_device(device)
     pipe = load_pipeline(model, preset=preset, autoencoder=autoencoder, device=dev,
@@ -365,18 +388,7 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
 
     grid_req, rho = grid_request(grid_name, rho, model=model, solver=solver, nfe=nfe, schedule=pipe.schedule_for(schedule))
     grid = grid_for(solver, pipe.schedule_for(schedule), nfe, rho, grid_req)  # raises on an impossible grid
-    if not example:
-        from PIL import Image
-
-        pixels = 0
-        for src, _ in jobs:
-            try:
-                with Image.open(src) as im:  # type: ignore[arg-type]
-                    pixels += im.size[0] * im.size[1]
-            except Exception:
-                pass  # load_image reports unreadable files below, in one line
-        per = pipe.sf ** 2 * 3 * (1 + (len(grid) + 1) * save_trajectory)
-        _check_space(out_dir, pixels * per)
+    _check_space(out_dir, pixels * pipe.sf ** 2 * 3 * (1 + (len(grid) + 1) * save_trajectory))
 
     # Run: consecutive same-size images form a batch; image i uses seed + i (a batch: its first image's).
     summary: list[dict[str, Any]] = []
@@ -419,17 +431,17 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
             nfe_used.add(res.nfe)
             for k, (j, lr) in enumerate(batch):
                 dst = jobs[j][1]
-                save_image(res.sr[k], dst)
+                save_image(res.sr[k], dst, overwrite=overwrite)
                 if save_trajectory:
                     strip = _trajectory(pipe, frames, k, lr.shape[-2:], tile, tile_overlap) + [res.sr[k].cpu()]
-                    save_image(torch.cat(strip, dim=-1), dst.with_name(dst.stem + "_trajectory.png"))
+                    save_image(torch.cat(strip, dim=-1), _trajectory_path(dst), overwrite=overwrite)
                 summary.append({"input": str(jobs[j][0]), "output": str(dst), "seed": seed + batch[0][0],
                                 "nfe": res.nfe, "seconds": dt / len(batch)})
                 if not as_json:
                     click.echo(str(dst))
             if example:
-                save_image(example_pair[0], out_dir / "example_hr.png")
-                save_image(example_pair[1], out_dir / "example_lr.png")
+                save_image(example_pair[0], out_dir / "example_hr.png", overwrite=overwrite)
+                save_image(example_pair[1], out_dir / "example_lr.png", overwrite=overwrite)
             bar.advance(task, len(batch))
 
     # The summary line.
@@ -440,11 +452,49 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
     line = (f"{solver} ({grid_text}, schedule {schedule}): NFE {used} used of {nfe}; {n} image(s), "
             f"{seconds['total'] / n:.3f} s/image (network {seconds['network'] / n:.3f} s) -> {out_dir}")
     if as_json:
-        click.echo(json.dumps({"solver": solver, "rho": rho, "grid_request": grid_name, "nfe_budget": nfe, "nfe": sorted(nfe_used),
+        click.echo(strict_json({"solver": solver, "rho": rho, "grid_request": grid_name, "nfe_budget": nfe, "nfe": sorted(nfe_used),
                                "schedule": schedule, "grid": [float(t) for t in grid], "model": model,
                                "seconds_per_image": seconds["total"] / n, "wall_seconds": time.perf_counter() - t_start,
                                "images": summary}, indent=1))
     log(line)
+
+
+def _trajectory_path(dst: Path) -> Path:
+    return dst.with_name(dst.stem + "_trajectory.png")
+
+
+def _check_outputs(jobs: Sequence[tuple[Optional[Path], Path]], out_dir: Path, *, example: bool, trajectory: bool,
+                   overwrite: bool) -> None:
+    """Every output name (results, trajectories, example side files): no input replaced, no two alike, none existing."""
+    from .data.io import writable_mode
+
+    targets = [dst for _, dst in jobs] + ([out_dir / "example_lr.png", out_dir / "example_hr.png"] if example else [])
+    targets += [_trajectory_path(dst) for _, dst in jobs] if trajectory else []
+    sources = {src.resolve() for src, _ in jobs if src is not None}
+    seen: set[Path] = set()
+    for dst in targets:
+        if dst.resolve() in sources:
+            raise CliError(f"the output {dst} would overwrite an input; choose another --out")
+        if dst.resolve() in seen:
+            raise CliError(f"two outputs would both be written to {dst}; super-resolve the inputs into "
+                           f"different --out folders (or rename one)")
+        seen.add(dst.resolve())
+        writable_mode(dst, overwrite=overwrite)  # exists without --overwrite, or read-only: one line
+
+
+def _checked_pixels(src: Optional[Path]) -> int:
+    """Read an input fully (ImageReadError in one line if it is broken); its pixel count."""
+    from .data.io import load_image
+
+    img = load_image(src)  # type: ignore[arg-type]
+    return int(img.shape[-1] * img.shape[-2])
+
+
+def _check_seeds(seed: int, count: int, option: str = "--seed") -> None:
+    """Image i uses seed + i: every one of them must be a valid torch seed ([-2^63, 2^64 - 1])."""
+    if seed < -2 ** 63 or seed + max(count, 1) - 1 > 2 ** 64 - 1:
+        raise click.BadParameter(f"{seed} + image index must lie in [-2^63, 2^64 - 1] for all {count} image(s)",
+                                 param_hint=option)
 
 
 def _trajectory(pipe: Any, frames: list[Any], k: int, lr_hw: Any, tile: Optional[int], overlap: int) -> list[Any]:
@@ -470,13 +520,14 @@ def _trajectory(pipe: Any, frames: list[Any], k: int, lr_hw: Any, tile: Optional
               help="[default: 0.99]")
 @click.option("--power", type=click.FloatRange(0, None, min_open=True), default=None, help="[default: 0.3]")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG of eta(t) and the residuals.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --plot file.")
 @click.option("--write", is_flag=True,
               help="Store the fit as 'fitted_schedule' in the cresshift CHECKPOINT (sample --schedule exp uses it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_common_options
 def fit_schedule(checkpoint: Optional[str], preset: Optional[str], steps: Optional[int], kappa: Optional[float],
                  min_noise_level: Optional[float], etas_end: Optional[float], power: Optional[float],
-                 plot: Optional[str], write: bool, as_json: bool, quiet: bool) -> None:
+                 plot: Optional[str], overwrite: bool, write: bool, as_json: bool, quiet: bool) -> None:
     """Fit the paper's alpha(t) = a (exp(lam t) - 1) to a discrete eta table.
 
     The table comes from a cresshift CHECKPOINT, an official --preset, or the formula's
@@ -501,11 +552,16 @@ def fit_schedule(checkpoint: Optional[str], preset: Optional[str], steps: Option
     if not (checkpoint or preset or steps):
         raise click.UsageError("give a cresshift CHECKPOINT, --preset NAME, or --steps T (with --kappa, "
                                "--min-noise-level, --etas-end, --power)")
+    from .data.io import strict_json, writable_mode
+
     if plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise CliError("--plot needs matplotlib (pip install 'cresshift[plot]')") from None
+        writable_mode(plot, overwrite=overwrite)
+    if write:
+        writable_mode(checkpoint, overwrite=True)  # a read-only checkpoint: refused before anything runs
 
     from .schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule
 
@@ -549,11 +605,11 @@ def fit_schedule(checkpoint: Optional[str], preset: Optional[str], steps: Option
                       f"{100 * miss:.1f} % (> 1 %): its prior does not match the trained marginals")
 
     if as_json:
-        click.echo(json.dumps(report, indent=1))
+        click.echo(strict_json(report, indent=1))
     else:
         _print_fit(report)
     if plot:
-        _plot_fit(plot, discrete, candidates)
+        _plot_fit(plot, discrete, candidates, overwrite=overwrite)
         log(f"wrote {plot}")
     if write:
         from .models.checkpoints import load_cresshift, save_cresshift
@@ -590,8 +646,10 @@ def _print_fit(report: dict[str, Any]) -> None:
     console.print(steps)
 
 
-def _plot_fit(path: str, discrete: Any, candidates: dict[str, Any]) -> None:
+def _plot_fit(path: str, discrete: Any, candidates: dict[str, Any], *, overwrite: bool) -> None:
     import matplotlib
+
+    from .data.io import atomic_write
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -611,8 +669,7 @@ def _plot_fit(path: str, discrete: Any, candidates: dict[str, Any]) -> None:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110), overwrite=overwrite)
     plt.close(fig)
 
 
@@ -710,6 +767,7 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
         raise click.BadParameter("NFE budgets must be positive", param_hint="--nfe")
     opts = _parse_options(solver_options)
     from . import bench as engine
+    from .data.io import strict_json
 
     if solvers is None and rhos is None and nfes is None and not opts and grid_name is None:
         rows = engine.table1_rows()
@@ -740,7 +798,7 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
     if result is None:  # a rank > 0 of torchrun: rank 0 reports
         return
     if as_json:
-        click.echo(json.dumps(engine.result_json(result), indent=1))
+        click.echo(strict_json(engine.result_json(result), indent=1))
     else:
         _print_bench(result)
     for note in result.notes:

@@ -76,7 +76,7 @@ def test_safetensors_round_trip_and_atomicity(tmp_path, monkeypatch):
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
-    monkeypatch.setattr(st, "save_file", boom)
+    monkeypatch.setattr(st, "save", boom)
     with pytest.raises(RuntimeError):
         save_cresshift(path, {"model": {k: v * 0 for k, v in m.state_dict().items()}}, cfg)
     groups, _ = load_cresshift(path)

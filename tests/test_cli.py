@@ -283,7 +283,7 @@ def test_no_disk_space_is_one_line(files, tmp_path, monkeypatch):
 
     import cresshift.data.io as io
 
-    def full(img, path):
+    def full(img, path, **options):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
     monkeypatch.setattr(io, "save_image", full)
     assert_one_line_error(run("sample", files["lr"] / "a.png", "-o", tmp_path / "o", "--model", files["model"],

@@ -176,7 +176,7 @@ def test_a_crash_mid_save_leaves_the_previous_checkpoint(photo_folder, tmp_path,
     tr.train_step()
 
     def dying_save(obj, f, *a, **k):
-        Path(f).write_bytes(b"half a checkpoint")
+        f.write(b"half a checkpoint")
         raise OSError("the disk went away mid-write")
     monkeypatch.setattr(torch, "save", dying_save)
     with pytest.raises(OSError, match="mid-write"):
@@ -347,7 +347,7 @@ def test_finetune_command_reports_bad_input_in_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     res = CliRunner().invoke(finetune, ["--data", str(empty), "--out", str(tmp_path / "o"), "--val", "none"])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "no images" in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
     res = CliRunner().invoke(finetune, ["--help"])

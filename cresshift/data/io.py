@@ -12,25 +12,37 @@ implementation of MATLAB's ``imresize(..., 'bicubic')``: Keys cubic kernel with 
 antialiasing (kernel stretched by 1/scale) when shrinking, output pixel centres mapped by
 ``u = x/scale + (1 - 1/scale)/2`` (1-based), symmetric (half-sample) border padding and
 per-pixel weight normalisation. ResShift builds the LR of its bicubic test sets with it.
+
+Writing: every file cresshift writes goes through ``atomic_write`` (temp file in the same
+folder, fsync, rename; no-clobber unless asked; mode kept; symlinks followed; read-only
+targets refused). ``lock_folder`` keeps two runs from writing into one folder at once,
+``remove_stale_temps`` clears the temp files of killed runs, and ``strict_json`` writes JSON
+without NaN/Infinity tokens.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob
+import json
 import math
 import os
+import re
+import stat
 import struct
 import tempfile
 import warnings
 import zlib
 from pathlib import Path
-from typing import Iterable, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = ["ImageReadError", "IMAGE_EXTENSIONS", "load_image", "save_image", "list_images", "to_uint8",
-           "imresize", "bicubic_down", "bicubic_up"]
+           "imresize", "bicubic_down", "bicubic_up", "OutputError", "atomic_write", "writable_mode",
+           "remove_stale_temps", "lock_folder", "strict_json", "restore_nonfinite"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -238,11 +250,12 @@ _PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                 ".tif": "TIFF", ".tiff": "TIFF"}
 
 
-def save_image(img: torch.Tensor, path: PathLike, *, bits: int = 8) -> Path:
-    """Write a [3, H, W] tensor in [-1, 1] atomically (temp file in the same folder, fsync, rename).
+def save_image(img: torch.Tensor, path: PathLike, *, bits: int = 8, overwrite: bool = True) -> Path:
+    """Write a [3, H, W] tensor in [-1, 1] through ``atomic_write`` (temp file, fsync, rename).
 
     PNG is written 8- or 16-bit (``bits=16``); the other extensions Pillow knows (jpg 95 %,
-    lossless webp, bmp, tif) 8-bit only. Parent folders are created. Returns the path.
+    lossless webp, bmp, tif) 8-bit only. Parent folders are created. ``overwrite=False``
+    refuses a file that exists at the moment of the write. Returns the path.
     """
     path = Path(path)
     if img.ndim != 3 or img.shape[0] != 3:
@@ -255,10 +268,9 @@ def save_image(img: torch.Tensor, path: PathLike, *, bits: int = 8) -> Path:
         raise ValueError(f"bits must be 8 or 16, got {bits}")
     if bits == 16 and fmt != "PNG":
         raise ValueError(f"16-bit output is only written as PNG, not {path.suffix}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+
+    def encode(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
             if bits == 16:
                 fh.write(_png16_bytes(_to_uint16(img)))
             else:
@@ -266,18 +278,181 @@ def save_image(img: torch.Tensor, path: PathLike, *, bits: int = 8) -> Path:
 
                 options = {"quality": 95} if fmt == "JPEG" else {"lossless": True} if fmt == "WEBP" else {}
                 Image.fromarray(to_uint8(img)).save(fh, format=fmt, **options)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+    atomic_write(path, encode, overwrite=overwrite)
     return path
+
+
+class OutputError(ValueError):
+    """An output cannot be written: it exists (and overwriting was not asked for) or it is read-only."""
+
+
+_TMP_SUFFIX = ".cresshift-tmp"
+_TMP_NAME = re.compile(r"^\..+\.(\d+)-[a-z0-9_]+" + re.escape(_TMP_SUFFIX) + "$")
+
+
+def atomic_write(path: PathLike, write: Union[Callable[[str], None], bytes, str], *, overwrite: bool = True) -> Path:
+    """Write a file atomically: ``write(tmp)`` (or the bytes / text) in the target's folder, fsync, rename.
+
+    Symlinks are followed: the file a link points to is replaced and the link stays. An
+    existing target keeps its mode (a new file gets 0666 & ~umask); a read-only target is
+    refused. Without ``overwrite`` the finished file is hard-linked onto the target, which
+    fails if the name exists at that moment (no-clobber at the write, not only when checked
+    earlier). The temp file is ``.<name>.<pid>-<random>.cresshift-tmp``; ``remove_stale_temps``
+    deletes those of dead processes. Returns the path written (a symlink's target).
+    """
+    target = Path(os.path.realpath(path))
+    mode = writable_mode(path, overwrite=overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=_TMP_SUFFIX, dir=target.parent)
+    os.close(fd)
+    try:
+        if callable(write):
+            write(tmp)
+        else:
+            with open(tmp, "wb") as fh:
+                fh.write(write.encode("utf-8") if isinstance(write, str) else write)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        _commit(tmp, target, overwrite, path)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT) and not err.filename:
+            err.filename = str(path)  # torch.save and friends lose the name
+        raise
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    _fsync_dir(target.parent)
+    return target
+
+
+def writable_mode(path: PathLike, *, overwrite: bool = True) -> int:
+    """The mode ``atomic_write`` gives ``path``; OutputError if it exists (without overwrite) or is read-only."""
+    target = Path(os.path.realpath(path))
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+    if not overwrite:
+        raise OutputError(f"{path} exists; pass --overwrite to replace it")
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o222 or not os.access(target, os.W_OK):
+        raise OutputError(f"{path} is read-only; make it writable (chmod u+w) or write elsewhere")
+    return mode
+
+
+def _commit(tmp: str, target: Path, overwrite: bool, shown: PathLike) -> None:
+    """Rename the finished temp file onto the target; without overwrite only if the name is free now."""
+    if overwrite:
+        os.replace(tmp, target)
+        return
+    try:
+        os.link(tmp, target)  # atomic, and fails if the target exists
+        return
+    except FileExistsError:
+        raise OutputError(f"{shown} exists; pass --overwrite to replace it") from None
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            raise
+    try:  # a filesystem without hard links: claim the name exclusively, then rename onto it
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        raise OutputError(f"{shown} exists; pass --overwrite to replace it") from None
+    os.replace(tmp, target)
+
+
+def remove_stale_temps(folder: PathLike, *, recursive: bool = False) -> list[Path]:
+    """Delete ``atomic_write`` temp files under ``folder`` whose writing process is gone (killed mid-write)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in (folder.rglob(f".*{_TMP_SUFFIX}") if recursive else folder.glob(f".*{_TMP_SUFFIX}")):
+        match = _TMP_NAME.match(p.name)
+        if match and not _process_alive(int(match.group(1))):
+            try:
+                p.unlink()
+                removed.append(p)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def lock_folder(folder: PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created) while writing into it; OutputError if another run holds it.
+
+    The lock is ``flock`` on the folder itself: the kernel drops it when the process ends, so
+    a killed run never leaves a stale lock. Without ``fcntl`` (Windows) it is a no-op.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield folder
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"another cresshift run is writing into {folder}; wait for it to finish "
+                              f"or choose another output folder") from None
+        yield folder
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def strict_json(obj: Any, **dumps_options: Any) -> str:
+    """JSON that strict parsers accept: a non-finite float becomes null (design: no NaN/Infinity tokens).
+
+    A dict value that was non-finite gets a flag beside it, ``"<key>_nonfinite": "inf" | "-inf" |
+    "nan"`` (``restore_nonfinite`` reads it back); a list element just becomes null.
+    """
+    return json.dumps(_finite(obj), allow_nan=False, **dumps_options)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out[k] = _finite(v)
+            if isinstance(v, float) and not math.isfinite(v):
+                out[f"{k}_nonfinite"] = "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def restore_nonfinite(obj: Any) -> Any:
+    """Undo ``strict_json``'s flags: ``{"x": null, "x_nonfinite": "inf"}`` -> ``{"x": inf}`` (recursively)."""
+    if isinstance(obj, list):
+        return [restore_nonfinite(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {k: restore_nonfinite(v) for k, v in obj.items()}
+    for k, v in obj.items():
+        base = k[:-len("_nonfinite")]
+        if k.endswith("_nonfinite") and base in obj and obj[base] is None and v in ("inf", "-inf", "nan"):
+            out[base] = float(v)
+            del out[k]
+    return out
 
 
 def _umask() -> int:

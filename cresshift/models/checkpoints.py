@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
 
+from ..data.io import atomic_write
+
 __all__ = ["CheckpointError", "load_official_state_dict", "check_state_dict", "load_into",
-           "save_cresshift", "load_cresshift", "is_cresshift_file", "atomic_write"]
+           "save_cresshift", "load_cresshift", "is_cresshift_file", "atomic_write", "torch_load_reason"]
 
 FORMAT_VERSION = 1
 _PREFIXES = ("module.", "_orig_mod.", "model.", "ema_model.")
@@ -28,24 +29,16 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be read or does not fit the network."""
 
 
-def atomic_write(path: str | os.PathLike, write: Any) -> None:
-    """Call ``write(tmp_path)`` then fsync and rename onto ``path``: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # what open() would have given; mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def torch_load_reason(err: BaseException) -> str:
+    """One line on why ``torch.load(weights_only=True)`` refused a file (never torch's advice to unpickle it)."""
+    text = str(err).strip()
+    if "Weights only load failed" in text:
+        detail = next((ln.strip() for ln in text.splitlines()
+                       if ln.strip().startswith(("Trying to load unsupported", "Unsupported", "Could not find"))), "")
+        detail = f" ({detail.rstrip('.')[:160]})" if detail else ""
+        return (f"it holds Python objects other than tensors{detail}; cresshift loads weights only and never "
+                f"runs code from a checkpoint")
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def _strip(sd: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -70,8 +63,7 @@ def load_official_state_dict(path: str | os.PathLike, *, prefer_ema: bool = True
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, code-executing payloads, truncated files
-        raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint: "
-                              f"{str(err).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint: {torch_load_reason(err)}") from None
     if isinstance(obj, Mapping):
         keys = ["ema", "ema_state_dict", "params_ema", "state_dict", "model"] if prefer_ema else \
                ["state_dict", "model", "ema", "ema_state_dict", "params_ema"]
@@ -122,7 +114,7 @@ def is_cresshift_file(path: str | os.PathLike) -> bool:
 def save_cresshift(path: str | os.PathLike, tensors: Mapping[str, Mapping[str, torch.Tensor]],
                    config: Mapping[str, Any]) -> None:
     """Write ``{"model": sd, "autoencoder": sd?}`` and the JSON config into one safetensors file, atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     flat: dict[str, torch.Tensor] = {}
     for group, sd in tensors.items():
@@ -132,7 +124,7 @@ def save_cresshift(path: str | os.PathLike, tensors: Mapping[str, Mapping[str, t
     cfg.setdefault("format", "cresshift")
     cfg.setdefault("version", FORMAT_VERSION)
     meta = {"cresshift_config": json.dumps(cfg)}
-    atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=meta))
+    atomic_write(path, save(flat, metadata=meta))  # bytes first: Python's write reports a full disk
 
 
 def load_cresshift(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
@@ -154,7 +146,25 @@ def load_cresshift(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.T
     if "cresshift_config" not in meta:
         raise CheckpointError(f"{path} is a safetensors file without a cresshift config; "
                               f"for official weights pass --preset and the .pth files")
-    config = json.loads(meta["cresshift_config"])
-    if config.get("format") != "cresshift" or int(config.get("version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unsupported cresshift format {config.get('format')} v{config.get('version')}")
+    config = _check_config(path, meta["cresshift_config"])
     return groups, config
+
+
+def _check_config(path: Path, text: str) -> dict[str, Any]:
+    """The embedded cresshift config, parsed and checked for the keys every reader needs (CheckpointError)."""
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: its cresshift config is not valid JSON ({err.msg})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: its cresshift config is not a JSON object")
+    if config.get("format") != "cresshift" or not isinstance(config.get("version", 0), int) \
+            or config.get("version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported cresshift format {config.get('format')} v{config.get('version')}")
+    model = config.get("model")
+    if not (isinstance(model, dict) and isinstance(model.get("params"), dict)):
+        raise CheckpointError(f"{path}: its cresshift config is malformed: 'model' must be an object with 'params'")
+    for key in ("diffusion", "autoencoder", "schedule", "sampling"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise CheckpointError(f"{path}: its cresshift config is malformed: {key!r} must be an object or null")
+    return config

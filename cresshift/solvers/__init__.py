@@ -33,9 +33,9 @@ from .markov import markov_chain, sample_markov
 from .multistep import sample_ipndm
 from .ode import sample_euler, sample_heun
 from .registry import Schedule, SolverSpec
-from .sde import sample_sde
+from .sde import check_noise, sample_sde
 
-__all__ = ["sample", "SOLVERS", "SolverSpec", "SampleResult", "Denoiser", "NonFiniteError",
+__all__ = ["sample", "SOLVERS", "SolverSpec", "check_solver_options", "SampleResult", "Denoiser", "NonFiniteError",
            "BudgetExceeded", "grid_for", "sample_markov", "sample_euler", "sample_heun", "sample_ddim",
            "sample_dpmpp_2m", "sample_dpmpp_3m", "sample_ipndm", "sample_sde", "sample_adaptive"]
 
@@ -73,6 +73,7 @@ SOLVERS: dict[str, SolverSpec] = {s.name: s for s in [
     SolverSpec("ipndm", sample_ipndm, 4, 1, option_names=("variable", "order"), auto=_auto(RHO1, LAMBDA),
                description="iPNDM: variable-step Adams–Bashforth with lower-order warm-up"),
     SolverSpec("sde", sample_sde, 0.5, 1, stochastic=True, option_names=("noise",), auto=_AUTO_FIRST,
+               check=lambda options: check_noise(options.get("noise", 1.0)),
                description="reverse-SDE Euler–Maruyama in eta (noise=0 is the ODE)"),
     SolverSpec("adaptive", sample_adaptive, 5, 0, chain=adaptive_chain,
                option_names=("rtol", "atol", "method", "variable"), defaults=lambda s: {"variable": "eta"},
@@ -91,6 +92,11 @@ def grid_for(solver: str, schedule: Schedule, nfe: Optional[int], rho: Optional[
              grid: GridRequest = None) -> np.ndarray:
     """The decreasing time grid ``solver`` uses for an NFE budget and a grid request (markov: its chain times)."""
     return _spec(solver).grid(schedule, nfe, rho=rho, grid=grid)
+
+
+def check_solver_options(solver: str, options: dict[str, Any]) -> None:
+    """ValueError for an option ``solver`` does not take or a value it refuses (before any network call)."""
+    _spec(solver).check_options(options)
 
 
 def _check_inputs(y: torch.Tensor, x_T: Optional[torch.Tensor], schedule: Schedule, nfe: Optional[int],

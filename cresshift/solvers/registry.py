@@ -67,6 +67,7 @@ class SolverSpec:
     chain: Callable[..., Chain] = fixed_grid_chain
     auto: Mapping[str, AutoRule] = field(default_factory=lambda: {"default": ((None, GridChoice("rho", 1.0)),)})
     budget_hint: str = ""  # appended when the solver asks for more than its NFE budget
+    check: Optional[Callable[[Mapping[str, Any]], None]] = None  # raises ValueError for bad option values
 
     def points_for_nfe(self, nfe: int) -> int:
         """The largest grid whose NFE (evals_per_step (n - 1) + 1) is within ``nfe``."""
@@ -95,12 +96,18 @@ class SolverSpec:
         """The decreasing times this solver evaluates the network at for a budget and a grid request."""
         return self.chain(self, schedule, nfe, grid, rho).ts
 
-    def solver_options(self, schedule: Schedule, options: Mapping[str, Any]) -> dict[str, Any]:
-        """``options`` checked against ``option_names`` over the per-schedule defaults (None keeps a default)."""
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """ValueError for an option this solver does not take or a value it refuses."""
         unknown = set(options) - set(self.option_names)
         if unknown:
             raise ValueError(f"solver {self.name!r} does not take {', '.join(sorted(unknown))}; "
                              f"its options are: {', '.join(self.option_names) or 'none'}")
+        if self.check is not None:
+            self.check(options)
+
+    def solver_options(self, schedule: Schedule, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` checked (``check_options``) over the per-schedule defaults (None keeps a default)."""
+        self.check_options(options)
         merged = self.defaults(as_continuous(schedule))
         merged.update({k: v for k, v in options.items() if not (v is None and k in merged)})
         return merged

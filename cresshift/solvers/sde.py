@@ -11,7 +11,13 @@ from ..converters import x0_to_score, x0_to_velocity
 from ..schedules import ContinuousSchedule
 from .base import Callback, CountingDenoiser
 
-__all__ = ["sample_sde"]
+__all__ = ["sample_sde", "check_noise"]
+
+
+def check_noise(noise: float) -> None:
+    """ValueError unless 0 <= noise <= 1 (0 = the probability-flow ODE, 1 = the full reverse SDE)."""
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
+        raise ValueError(f"noise must be between 0 (the ODE) and 1 (the full reverse SDE), got {noise!r}")
 
 
 def sample_sde(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, schedule: ContinuousSchedule,
@@ -23,8 +29,7 @@ def sample_sde(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, schedu
     SDE whose marginals are the forward process's (the continuous limit of the Markov chain).
     One Gaussian tensor is drawn per step, in step order. NFE = len(ts).
     """
-    if not noise >= 0:
-        raise ValueError(f"noise must be >= 0 (0 = ODE, 1 = full reverse SDE), got {noise}")
+    check_noise(noise)
     etas = schedule.eta(np.asarray(ts, np.float64))
     g = noise * schedule.kappa
     n = len(ts)

@@ -1,13 +1,16 @@
 """``cresshift finetune``: the trainer behind a click command (one process or torchrun).
 
 Heavy imports happen inside the command, so ``cresshift --help`` stays instant. Expected
-failures (bad folders, crops, resume files) become one-line ``click.ClickException``s.
+failures (bad folders, crops, resume files, a full disk, NaN) exit with status 2 and one line,
+as in every command; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import click
+
+from ..cli import _debug_callback, raise_one_line
 
 __all__ = ["finetune"]
 
@@ -79,7 +82,10 @@ PREDICT_TYPES = ("xstart", "residual", "epsilon", "epsilon_scale")
 @click.option("--tensorboard", is_flag=True,
               help="Also log loss, lr, grad norm, per-t loss, validation metrics and images to OUT/tensorboard.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
-def finetune(data: str, lr_data: Optional[str], val: str, out: str, init: str, preset: Optional[str],
+@click.option("--debug", is_flag=True, expose_value=False, callback=_debug_callback,
+              help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def finetune(ctx: click.Context, data: str, lr_data: Optional[str], val: str, out: str, init: str, preset: Optional[str],
              autoencoder: Optional[str], time_mode: str, t_sampler: str, schedule: str, trainable: str, a: Optional[float], lam: Optional[float],
              kappa: Optional[float], min_noise_level: Optional[float], predict: Optional[str], loss_weight: str,
              context_pad: Optional[int], crop: int, sf: int, degrade: bool, scale_aug: float,
@@ -108,12 +114,14 @@ def finetune(data: str, lr_data: Optional[str], val: str, out: str, init: str, p
                              val_nfe=val_nfe, save_every=save_every, keep_last=keep_last, tensorboard=tensorboard)
     try:
         result = train(settings, resume=resume, progress=not quiet)
-    except (ValueError, FileNotFoundError, PermissionError) as err:
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise click.ClickException(text) from None
+    except click.ClickException:
+        raise
+    except Exception as err:  # expected failures: one line, exit 2 (--debug: the traceback)
+        raise_one_line(ctx, err)
     best = result["best_val_psnr_y"]
+    models = [f"{out}/best.safetensors"] if settings.val is not None else []
     click.echo(f"finished at step {result['step']} in {result['seconds'] / 60:.1f} min"
                + (f"; best validation PSNR-Y {best:.3f} dB" if best is not None else "")
-               + f"; models in {out}/best.safetensors and {out}/last.safetensors", err=True)
+               + f"; models in {' and '.join(models + [f'{out}/last.safetensors'])}", err=True)
     if result["interrupted"]:
         raise click.exceptions.Exit(130)

@@ -13,6 +13,7 @@ and images under ``OUT/tensorboard`` (``board.py``).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -24,13 +25,14 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.checkpoints import atomic_write, load_cresshift, load_official_state_dict
+from ..data.io import atomic_write, lock_folder, remove_stale_temps, strict_json
+from ..models.checkpoints import load_cresshift, load_official_state_dict, torch_load_reason
 from ..models.denoiser import NetworkDenoiser
 from ..models.pipeline import SRPipeline, build_pipeline, upsample_lr
 from ..models.presets import get_preset
@@ -40,7 +42,7 @@ from .board import Board, tensorboard_available
 from .data import CropSampler, Degradation, load_folder, load_paired
 from .t_sampler import T_SAMPLERS, LossAwareTSampler, TBinLoss
 
-__all__ = ["TrainSettings", "Trainer", "train"]
+__all__ = ["TrainSettings", "Trainer", "train", "NonFiniteTrainingError"]
 
 _GREY_LEVEL_SQ = (2 / 255) ** 2  # one 8-bit grey level, squared, on the [-1, 1] scale
 
@@ -132,6 +134,33 @@ class TrainSettings:
             raise ValueError("--steps and --lr must be positive")
         if self.init.endswith(".pth") and not self.preset:
             raise ValueError(f"{self.init} is an official checkpoint: pass --preset")
+        self._check_device()
+
+    def _check_device(self) -> None:
+        """The device exists here, and --amp only with a GPU (autocast is CUDA-only in the trainer)."""
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"--device {self.device!r} is not a device (cpu, cuda, cuda:1 ...)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device}: no CUDA GPU is available to this process; use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {self.device}: this machine has {torch.cuda.device_count()} GPU(s)")
+        if self.amp is not None and device.type != "cuda":
+            raise ValueError(f"--amp {self.amp} needs a GPU (--device cuda); on the {device.type} drop --amp "
+                             f"(training runs in float32)")
+
+
+class NonFiniteTrainingError(ValueError):
+    """Training met a non-finite loss, gradient or weight; it stops without saving that state."""
+
+
+def first_nonfinite(tensors: dict[str, torch.Tensor]) -> Optional[str]:
+    """The name of the first floating-point tensor holding NaN or inf, else None."""
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
 
 
 def is_time_parameter(name: str) -> bool:
@@ -170,6 +199,10 @@ class Trainer:
         self.micro = min(settings.micro_batch, per_rank)
 
         self.pipe = self._build_model()
+        bad = first_nonfinite(self.pipe.net.state_dict())
+        if bad is not None:
+            raise NonFiniteTrainingError(f"the initial weights hold NaN or inf ({bad}); --init {settings.init} is "
+                                         f"damaged: start from a healthy checkpoint")
         self.net: nn.Module = self.pipe.net.to(self.device).train()
         self._freeze(settings.trainable)
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
@@ -192,7 +225,9 @@ class Trainer:
         self._lpips: Any = None
         self._val_sr: Optional[torch.Tensor] = None
         self.board = Board(None)
-        self._stop = False
+        self._guard = _InterruptGuard()
+        self._saved: Optional[Path] = None
+        self._saved_step = -1
         self.out = Path(settings.out)
 
     # --- construction --------------------------------------------------------------------
@@ -379,12 +414,13 @@ class Trainer:
                 self.scaler.scale(loss).backward()
             total += float(loss.detach())
             seen.append((t, err.detach().float().cpu()))
+        if not math.isfinite(total):
+            raise NonFiniteTrainingError(f"the loss is {total} at step {self.step + 1}")
         self.scaler.unscale_(self.opt)
-        if self.s.grad_clip:
-            self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.s.grad_clip))
-        else:
-            norms = [torch.linalg.vector_norm(p.grad.float()) for p in self.trainable_parameters() if p.grad is not None]
-            self.grad_norm = float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.s.grad_clip or math.inf)
+        if not self.scaler.is_enabled() and not bool(torch.isfinite(norm)):  # fp16: the scaler skips such steps
+            raise NonFiniteTrainingError(f"the gradient norm is {float(norm)} at step {self.step + 1}")
+        self.grad_norm = float(norm)
         t_all, err_all = torch.cat([t for t, _ in seen]), torch.cat([e for _, e in seen])
         self.t_loss.add(t_all, err_all)
         if self.t_sampler is not None:
@@ -463,9 +499,12 @@ class Trainer:
         state = self.state()
         if self.rank != 0:
             return None
+        bad = first_nonfinite({**state["net"], **{f"ema.{k}": v for k, v in state["ema"].items()}})
+        if bad is not None:  # never written, so it can never push a finite checkpoint out
+            raise NonFiniteTrainingError(f"the weights hold NaN or inf ({bad}) at step {self.step}")
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / (tag or f"ckpt-{self.step:07d}.pt")
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        atomic_write(path, lambda tmp: _torch_save(state, tmp))
         ckpts = sorted(self.out.glob("ckpt-*.pt"))
         for old in ckpts[:-self.s.keep_last] if self.s.keep_last > 0 else []:
             old.unlink()
@@ -484,7 +523,7 @@ class Trainer:
         try:
             st = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise ValueError(f"cannot read {path} as a cresshift training checkpoint: {str(err).splitlines()[0][:160]}") from None
+            raise ValueError(f"cannot read {path} as a cresshift training checkpoint: {torch_load_reason(err)}") from None
         if not isinstance(st, dict) or "settings" not in st or "data_rng" not in st:
             raise ValueError(f"{path} is not a cresshift training checkpoint (ckpt-*.pt from cresshift finetune)")
         if st.get("model_config") != json.dumps(self.pipe.config["model"], sort_keys=True):
@@ -504,6 +543,9 @@ class Trainer:
         if int(st.get("world_size", 1)) != self.world:
             raise ValueError(f"{path} was written by {st.get('world_size', 1)} processes; resume it with the same number "
                              f"(got {self.world}) so that every rank continues its own data order")
+        bad = first_nonfinite({**st["net"], **{f"ema.{k}": v for k, v in st["ema"].items()}})
+        if bad is not None:
+            raise NonFiniteTrainingError(f"{path} holds NaN or inf weights ({bad}); resume from an earlier checkpoint")
         self.net.load_state_dict(st["net"])
         self.ema.load_state_dict(st["ema"])
         self.opt.load_state_dict(st["opt"])
@@ -516,49 +558,52 @@ class Trainer:
         self.best = None if math.isnan(st["best"]) else float(st["best"])
 
     def run(self, *, progress: bool = True) -> dict[str, Any]:
-        """Train to ``steps``, validating and saving periodically; Ctrl-C saves and returns."""
+        """Train to ``steps``, validating and saving periodically; Ctrl-C saves and returns.
+
+        A non-finite loss, gradient or weight raises NonFiniteTrainingError naming the step;
+        that state is never saved, so the last checkpoint on disk stays the last finite one.
+        """
         s = self.s
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
-            (self.out / "settings.json").write_text(json.dumps({**asdict(s), "versions": _versions()}, indent=1))
+            atomic_write(self.out / "settings.json", json.dumps({**asdict(s), "versions": _versions()}, indent=1))
         logf = open(self.out / "log.jsonl", "a") if self.rank == 0 else None
         self.board = Board(self.out / "tensorboard" if s.tensorboard and self.rank == 0 else None)
         interrupted = False
         t0 = time.perf_counter()
         bar = _Progress(total=s.steps, start=self.step, enabled=progress and self.rank == 0)
-        # Ctrl-C (SIGINT) finishes the current step, saves and returns; a second one aborts at once.
-        self._stop = False
-        old_handler = None
-        if threading.current_thread() is threading.main_thread():
-            def on_sigint(signum: int, frame: Any) -> None:
-                if self._stop:
-                    raise KeyboardInterrupt
-                self._stop = True
-            old_handler = signal.signal(signal.SIGINT, on_sigint)
+        guard = _InterruptGuard()
+        self._guard = guard
         try:
-            if self.rank == 0 and self.val_tiles is not None and self.step == 0:
-                self._validate_and_log(logf, bar)
-            while self.step < s.steps:
-                if self._should_stop():
-                    raise KeyboardInterrupt
-                loss = self.train_step()
-                bar.update(self.step, loss, self.lr_at(self.step - 1))
-                if logf and (self.step % 10 == 0 or self.step == s.steps):
-                    self._log_train(logf, loss, time.perf_counter() - t0)
-                if self.rank == 0 and self.val_tiles is not None and (self.step % s.val_every == 0 or self.step == s.steps):
+            with guard.installed():
+                if self.rank == 0 and self.val_tiles is not None and self.step == 0:
                     self._validate_and_log(logf, bar)
-                if self.step % s.save_every == 0 or self.step == s.steps:
-                    self.save()
-                    if self.world > 1:
-                        torch.distributed.barrier()
+                while self.step < s.steps:
+                    if self._should_stop():
+                        raise KeyboardInterrupt
+                    with guard.critical():  # a step and its log line are never cut in half
+                        loss = self.train_step()
+                        if logf and (self.step % 10 == 0 or self.step == s.steps):
+                            self._log_train(logf, loss, time.perf_counter() - t0)
+                    bar.update(self.step, loss, self.lr_at(self.step - 1))
+                    if self.rank == 0 and self.val_tiles is not None and (self.step % s.val_every == 0 or self.step == s.steps):
+                        self._validate_and_log(logf, bar)
+                    if self.step % s.save_every == 0 or self.step == s.steps:
+                        self._save_guarded()
+                        if self.world > 1:
+                            torch.distributed.barrier()
         except KeyboardInterrupt:
             interrupted = True
-            p = self.save()
+            with guard.installed():  # further Ctrl-C wait for this save
+                p = self._save_guarded(final=True)
             if self.rank == 0:
                 self.log(f"interrupted at step {self.step}: saved {p}; resume with --resume {p}")
+        except NonFiniteTrainingError as err:
+            last = sorted(self.out.glob("ckpt-*.pt"))
+            where = f"the last checkpoint, {last[-1]}, is finite" if last else "no checkpoint was written"
+            raise NonFiniteTrainingError(f"training stopped: {err}; {where}; lower --lr or check the data "
+                                         f"and --init weights") from None
         finally:
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
             bar.close()
             self.board.close()
             if logf:
@@ -566,11 +611,20 @@ class Trainer:
         return {"step": self.step, "best_val_psnr_y": self.best, "seconds": time.perf_counter() - t0,
                 "interrupted": interrupted}
 
+    def _save_guarded(self, *, final: bool = False) -> Optional[Path]:
+        """``save()`` with Ctrl-C deferred to its end (the final save after an interrupt swallows it)."""
+        with self._guard.critical(raise_pending=not final):
+            if self._saved_step == self.step:  # every rank alike: save() is a collective under DDP
+                return self._saved
+            self._saved = self.save()
+            self._saved_step = self.step
+        return self._saved
+
     def _should_stop(self) -> bool:
         """Whether any rank was interrupted (all ranks stop at the same step under DDP)."""
         if self.world == 1:
-            return self._stop
-        flag = torch.tensor([1.0 if self._stop else 0.0], device=self.device)
+            return self._guard.requested > 0
+        flag = torch.tensor([1.0 if self._guard.requested else 0.0], device=self.device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return bool(flag.item() > 0)
 
@@ -581,7 +635,7 @@ class Trainer:
         if self.t_sampler is not None:
             line["t_sampler_p"] = [round(float(v), 6) for v in self.t_sampler.probabilities()]
             self.board.series(self.step, "t_sampler/p", line["t_sampler_p"])
-        logf.write(json.dumps(line) + "\n")
+        logf.write(strict_json(line) + "\n")
         logf.flush()
         self.board.scalars(self.step, {"train/loss": loss, "train/lr": line["lr"], "train/grad_norm": self.grad_norm})
         self.board.series(self.step, "loss_per_t", line["loss_per_t"])
@@ -590,16 +644,93 @@ class Trainer:
         m = self.validate()
         line = {"step": self.step, "val": m}
         if logf:
-            logf.write(json.dumps(line) + "\n")
+            logf.write(strict_json(line) + "\n")
             logf.flush()
         self.board.scalars(self.step, {f"val/{k}": v for k, v in m.items()})
         if self._val_sr is not None and self.val_tiles is not None:
             self.board.images(self.step, "val/images", self._val_sr, self.val_tiles[:len(self._val_sr)])
         bar.note(f"step {self.step}: val PSNR-Y {m['psnr_y']:.3f} dB (bicubic {m['bicubic_psnr_y']:.3f}), "
                  f"SSIM-Y {m['ssim_y']:.4f}")
-        if self.best is None or m["psnr_y"] > self.best:
-            self.best = m["psnr_y"]
-            self.export_pipeline().save(self.out / "best.safetensors", training={**self.metadata(), "val": m})
+        with self._guard.critical():  # the best score and its model change together
+            if self.best is None or m["psnr_y"] > self.best:
+                self.best = m["psnr_y"]
+                self.export_pipeline().save(self.out / "best.safetensors", training={**self.metadata(), "val": m})
+
+
+def _torch_save(obj: Any, path: str) -> None:
+    """torch.save through a file object that keeps the OSError of a failed write (a full disk).
+
+    torch.save reports a failed write as ``RuntimeError: [enforce fail at inline_container.cc]``;
+    the recorded OSError (ENOSPC, EIO ...) is raised instead.
+    """
+    with open(path, "wb") as fh:
+        writer = _RecordingWriter(fh)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
+
+
+class _RecordingWriter:
+    """A write-only file wrapper that remembers the last OSError its ``write`` raised."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.error: Optional[OSError] = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+class _InterruptGuard:
+    """SIGINT during training: the first asks to stop after the current step; a later one stops at once,
+    except inside a step or a save (``critical``), where it waits for the end of that block."""
+
+    def __init__(self) -> None:
+        self.requested = 0
+        self.depth = 0
+        self.pending = False
+
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        self.requested += 1
+        if self.requested > 1:
+            if self.depth:
+                self.pending = True
+            else:
+                raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """The handler, while the block runs (main thread only; elsewhere signals are not ours)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = signal.signal(signal.SIGINT, self.on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+    @contextlib.contextmanager
+    def critical(self, *, raise_pending: bool = True) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if self.depth == 0 and self.pending:
+            self.pending = False
+            if raise_pending:
+                raise KeyboardInterrupt
 
 
 class _null:
@@ -653,19 +784,28 @@ class _Progress:
 
 
 def train(settings: TrainSettings, *, resume: Optional[str] = None, progress: bool = True) -> dict[str, Any]:
-    """Build a Trainer, optionally resume, run. ``resume="auto"`` picks the newest checkpoint in ``out``."""
-    if resume is None and list(Path(settings.out).glob("ckpt-*.pt")):
-        raise ValueError(f"{settings.out} already holds checkpoints of a run: pass --resume auto to continue it, "
-                         f"or choose another --out")
-    trainer = Trainer(settings)
-    if resume == "auto":
-        found = sorted(Path(settings.out).glob("ckpt-*.pt"))
-        if found:
-            trainer.resume(found[-1])
-    elif resume:
-        trainer.resume(resume)
-    try:
-        return trainer.run(progress=progress)
-    finally:
-        if trainer.world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    """Build a Trainer, optionally resume, run. ``resume="auto"`` picks the newest checkpoint in ``out``.
+
+    Rank 0 holds a lock on ``out`` for the whole run (a second run into it is refused) and first
+    deletes the temp files of killed runs there.
+    """
+    settings.check()  # before the lock creates --out
+    out = Path(settings.out)
+    lock = lock_folder(out) if int(os.environ.get("RANK", 0)) == 0 else contextlib.nullcontext()
+    with lock:
+        remove_stale_temps(out)
+        if resume is None and list(out.glob("ckpt-*.pt")):
+            raise ValueError(f"{settings.out} already holds checkpoints of a run: pass --resume auto to continue it, "
+                             f"or choose another --out")
+        trainer = Trainer(settings)
+        if resume == "auto":
+            found = sorted(out.glob("ckpt-*.pt"))
+            if found:
+                trainer.resume(found[-1])
+        elif resume:
+            trainer.resume(resume)
+        try:
+            return trainer.run(progress=progress)
+        finally:
+            if trainer.world > 1 and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
