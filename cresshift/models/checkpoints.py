@@ -12,10 +12,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 import torch
 from torch import nn
+
+from ..runtime import first_line
 
 __all__ = ["CheckpointError", "load_official_state_dict", "check_state_dict", "load_into",
            "save_cresshift", "load_cresshift", "is_cresshift_file", "atomic_write"]
@@ -71,7 +73,7 @@ def load_official_state_dict(path: str | os.PathLike, *, prefer_ema: bool = True
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, code-executing payloads, truncated files
         raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint: "
-                              f"{str(err).splitlines()[0][:200]}") from None
+                              f"{first_line(err, 200)}") from None
     if isinstance(obj, Mapping):
         keys = ["ema", "ema_state_dict", "params_ema", "state_dict", "model"] if prefer_ema else \
                ["state_dict", "model", "ema", "ema_state_dict", "params_ema"]
@@ -150,7 +152,7 @@ def load_cresshift(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.T
                 group, _, key = k.partition(".")
                 groups.setdefault(group, {})[key] = f.get_tensor(k)
     except Exception as err:
-        raise CheckpointError(f"cannot read {path} as a safetensors file: {str(err).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"cannot read {path} as a safetensors file: {first_line(err, 200)}") from None
     if "cresshift_config" not in meta:
         raise CheckpointError(f"{path} is a safetensors file without a cresshift config; "
                               f"for official weights pass --preset and the .pth files")

@@ -89,6 +89,7 @@ def finetune(data: str, lr_data: Optional[str], val: str, out: str, init: str, p
     Several:      torchrun --nproc_per_node N -m cresshift.cli finetune ...
                   (gloo on CPU, NCCL on GPU; each rank draws its own crops; rank 0 writes)
     """
+    from ..runtime import first_line
     from .trainer import TrainSettings, train
 
     settings = TrainSettings(out=out, data=data, lr_data=lr_data, val=None if val == "none" else val, init=init,
@@ -103,8 +104,7 @@ def finetune(data: str, lr_data: Optional[str], val: str, out: str, init: str, p
     try:
         result = train(settings, resume=resume, progress=not quiet)
     except (ValueError, FileNotFoundError, PermissionError) as err:
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise click.ClickException(text) from None
+        raise click.ClickException(first_line(err)) from None
     best = result["best_val_psnr_y"]
     click.echo(f"finished at step {result['step']} in {result['seconds'] / 60:.1f} min"
                + (f"; best validation PSNR-Y {best:.3f} dB" if best is not None else "")

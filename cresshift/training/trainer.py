@@ -11,8 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import platform
 import signal
 import sys
 import threading
@@ -22,14 +20,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..models.checkpoints import atomic_write, load_cresshift, load_official_state_dict
 from ..models.denoiser import NetworkDenoiser
 from ..models.pipeline import SRPipeline, build_pipeline, upsample_lr
-from ..models.presets import get_preset
+from ..models.presets import AUTOENCODER_FACTOR, official_config
 from ..models.unet import small_pixel_config
+from ..runtime import Distributed, first_line, versions
 from ..schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule
 from .data import CropSampler, Degradation, load_folder, load_paired
 
@@ -125,12 +123,6 @@ def is_time_parameter(name: str) -> bool:
     return parts[0] == "time_embed" or "emb_layers" in parts
 
 
-def _versions() -> dict[str, str]:
-    import cresshift
-
-    return {"cresshift": cresshift.__version__, "torch": torch.__version__, "python": platform.python_version()}
-
-
 class Trainer:
     """Owns the model, EMA, optimiser, data sampler and RNG; ``run()`` trains, saves, validates."""
 
@@ -138,15 +130,13 @@ class Trainer:
         settings.check()
         self.s = settings
         self.log = log
-        self.rank = int(os.environ.get("RANK", 0))
-        self.world = int(os.environ.get("WORLD_SIZE", 1))
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self.device = torch.device(settings.device)
-        if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.dist = Distributed(self.device.type)
+        self.rank, self.world = self.dist.rank, self.dist.world
         if self.device.type == "cuda" and self.world > 1:
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
         per_rank = settings.batch // self.world
         if per_rank < 1 or settings.batch % self.world:
@@ -223,14 +213,12 @@ class Trainer:
             return build_pipeline(config, model_sd=groups.get("model"), autoencoder_sd=groups.get("autoencoder"))
         if not Path(s.init).is_file():
             raise ValueError(f"--init {s.init!r} is neither 'scratch' nor an existing checkpoint file")
-        preset = get_preset(s.preset)  # type: ignore[arg-type]
-        self._refuse_diffusion_overrides(preset["diffusion"], f"the official {s.preset}")
-        config = {"model": {"class": "UNetModelSwin", "params": preset["model"]}, "autoencoder": preset["autoencoder"],
-                  "diffusion": preset["diffusion"], "preset": s.preset}
+        config = official_config(s.preset)  # type: ignore[arg-type]
+        self._refuse_diffusion_overrides(config["diffusion"], f"the official {s.preset}")
         if s.context_pad is not None:
             config["sampling"] = {"context_pad": s.context_pad}
         ae_sd = load_official_state_dict(s.autoencoder) if s.autoencoder else None
-        if preset["autoencoder"] and ae_sd is None:
+        if config["autoencoder"] and ae_sd is None:
             raise ValueError(f"preset {s.preset} is a latent model: pass --autoencoder autoencoder_vq_f4.pth")
         return build_pipeline(config, model_sd=load_official_state_dict(s.init), autoencoder_sd=ae_sd)
 
@@ -318,7 +306,8 @@ class Trainer:
         return err.mean()
 
     def _latent_shape(self, hr: torch.Tensor) -> tuple[int, int, int]:
-        return (self.autoencoder.quant_conv.out_channels, hr.shape[-2] // 4, hr.shape[-1] // 4)  # type: ignore[union-attr]
+        f = AUTOENCODER_FACTOR
+        return (self.autoencoder.quant_conv.out_channels, hr.shape[-2] // f, hr.shape[-1] // f)  # type: ignore[union-attr]
 
     def lr_at(self, step: int) -> float:
         s = self.s
@@ -427,7 +416,7 @@ class Trainer:
         return path
 
     def metadata(self) -> dict[str, Any]:
-        return {"settings": asdict(self.s), "step": self.step, "best_val_psnr_y": self.best, "versions": _versions(),
+        return {"settings": asdict(self.s), "step": self.step, "best_val_psnr_y": self.best, "versions": versions(),
                 "world_size": self.world}
 
     def resume(self, path: str | Path) -> None:
@@ -438,7 +427,7 @@ class Trainer:
         try:
             st = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise ValueError(f"cannot read {path} as a cresshift training checkpoint: {str(err).splitlines()[0][:160]}") from None
+            raise ValueError(f"cannot read {path} as a cresshift training checkpoint: {first_line(err, 160)}") from None
         if not isinstance(st, dict) or "settings" not in st or "data_rng" not in st:
             raise ValueError(f"{path} is not a cresshift training checkpoint (ckpt-*.pt from cresshift finetune)")
         if st.get("model_config") != json.dumps(self.pipe.config["model"], sort_keys=True):
@@ -449,7 +438,7 @@ class Trainer:
         keys = ["time", "crop", "sf", "batch", "micro_batch", "seed", "loss_weight", "degrade", "trainable", "scale_aug"]
         if self.s.time == "continuous":
             keys += ["schedule", "a", "lam"]
-        written_before = {"trainable": "all", "scale_aug": 1.0}  # settings added later: what checkpoints without them did
+        written_before = {"trainable": "all", "scale_aug": 1.0}  # the value meant when a checkpoint lacks the key
         for k in keys:
             if old.get(k, written_before.get(k)) != getattr(self.s, k):
                 raise ValueError(f"{path} was trained with {k}={old.get(k, written_before.get(k))!r}, "
@@ -471,7 +460,7 @@ class Trainer:
         s = self.s
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
-            (self.out / "settings.json").write_text(json.dumps({**asdict(s), "versions": _versions()}, indent=1))
+            (self.out / "settings.json").write_text(json.dumps({**asdict(s), "versions": versions()}, indent=1))
         logf = open(self.out / "log.jsonl", "a") if self.rank == 0 else None
         interrupted = False
         t0 = time.perf_counter()
