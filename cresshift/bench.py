@@ -29,6 +29,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from .checks import check_rho
+from .data.photos import bundled_testset
+from .runtime import Distributed, resolve_device, torch_dtype, versions
+
 __all__ = ["Row", "BenchSettings", "Item", "BenchResult", "Plan", "TABLE1_RHOS", "TABLE1_SOLVERS", "TABLE1_NFE",
            "table1_rows", "sweep_rows", "check_rows", "dataset", "bundled_testset", "load_pipelines", "plan",
            "run_bench", "summarize", "write_outputs", "to_markdown", "to_csv", "METRICS"]
@@ -97,8 +101,7 @@ def sweep_rows(solvers: Sequence[str], rhos: Sequence[float], nfes: Sequence[int
 
     options = dict(options or {})
     for r in rhos:
-        if r == 0 or not math.isfinite(r):
-            raise ValueError(f"rho must be a finite non-zero number (rho=1 is uniform), got {r:g}")
+        check_rho(r)
     for s in solvers:
         if s not in SOLVERS:
             raise ValueError(f"unknown solver {s!r}; valid solvers: {', '.join(SOLVERS)}")
@@ -153,11 +156,6 @@ class Item:
     hr: str
     lr: Optional[str]
     seed: int
-
-
-def bundled_testset() -> Path:
-    """The held-out HR tiles shipped with cresshift (``cresshift/bundled/testset``)."""
-    return Path(__file__).resolve().parent / "bundled" / "testset"
 
 
 def _named(inputs: str) -> list[tuple[str, Path]]:
@@ -287,18 +285,6 @@ class BenchResult:
     outputs: list[str] = field(default_factory=list)
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("cresshift", "torch", "numpy", "lpips", "pytorch-msssim", "safetensors"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 def _device_info(device: Any) -> dict[str, Any]:
     import torch
 
@@ -354,55 +340,6 @@ class RecordStore:
             os.fsync(fh.fileno())
 
 
-# --- distributed -------------------------------------------------------------------------------
-class _Dist:
-    """torchrun awareness: rank, world size, barrier and gather (a no-op in one process)."""
-
-    def __init__(self, device_kind: str) -> None:
-        import torch.distributed as dist
-
-        self.dist = dist
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.created = False
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-            self.created = True
-        if self.world > 1:
-            self.world, self.rank = dist.get_world_size(), dist.get_rank()
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            self.dist.barrier()
-
-    def gather(self, obj: Any) -> list[Any]:
-        if self.world == 1:
-            return [obj]
-        out: Optional[list[Any]] = [None] * self.world if self.rank == 0 else None
-        self.dist.gather_object(obj, out, dst=0)
-        return out or []
-
-    def close(self) -> None:
-        if self.created and self.dist.is_initialized():
-            self.dist.destroy_process_group()
-
-
-def resolve_device(name: str, local_rank: int = 0) -> Any:
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA device is available")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-        torch.cuda.set_device(dev)
-    return dev
-
-
 # --- the sweep ---------------------------------------------------------------------------------
 Progress = Callable[[int, int, str], None]
 
@@ -410,11 +347,9 @@ Progress = Callable[[int, int, str], None]
 def load_pipelines(s: BenchSettings, rows: Sequence[Row], device: Any) -> dict[str, Any]:
     """{"model": pipeline, "baseline": pipeline}; ``baseline_model="auto"`` pairs the bundled
     continuous model with ``bundled-discrete`` (the paper's setting) and any other model with itself."""
-    import torch
-
     from .models.pipeline import BUNDLED, bundled_path, load_pipeline
 
-    dtype = {None: None, "float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[s.dtype]
+    dtype = torch_dtype(s.dtype)
     main = load_pipeline(s.model, preset=s.preset, autoencoder=s.autoencoder, device=device, dtype=dtype)
     pipes = {"model": main, "baseline": main}
     if any(r.baseline for r in rows):
@@ -478,7 +413,7 @@ def plan(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Optional[di
     return p
 
 
-def _prepare_out(settings: BenchSettings, store: RecordStore, dist: "_Dist") -> None:
+def _prepare_out(settings: BenchSettings, store: RecordStore, dist: Distributed) -> None:
     """Create ``out``; refuse results of another run; ``fresh`` deletes the old records first.
 
     A run.json with no records beside it (a run that failed before its first result) is
@@ -527,7 +462,7 @@ def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Option
     log = log or (lambda msg: None)
     dev_kind = "cuda" if settings.device.startswith("cuda") or (settings.device == "auto" and torch.cuda.is_available()) \
         else "cpu"
-    dist = _Dist(dev_kind)
+    dist = Distributed(dev_kind)
     try:
         p = plan(settings, rows, pipelines=pipelines, local_rank=dist.local_rank)
         shard = p.items[dist.rank::dist.world]
@@ -587,7 +522,7 @@ def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Option
                 merged.setdefault((rec["row"], rec["image"]), rec)
         records = [merged[(r.key, it.name)] for r in p.rows for it in p.items if (r.key, it.name) in merged]
         meta = {"settings": asdict(settings), "data": p.hr, "rows": [asdict(r) for r in p.rows],
-                "images": [asdict(it) for it in p.items], "versions": _versions(), "device": _device_info(p.device),
+                "images": [asdict(it) for it in p.items], "versions": versions(), "device": _device_info(p.device),
                 "world_size": dist.world, "sf": p.sf,
                 "lpips": {"name": lpips.name, "available": lpips.available, "reason": lpips.reason},
                 "conventions": conventions(settings.crop_border, lpips if lpips.available else None),

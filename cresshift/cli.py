@@ -11,7 +11,6 @@ Option defaults can come from the environment: ``CRESSHIFT_<COMMAND>_<OPTION>`` 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sys
 import warnings
@@ -20,11 +19,15 @@ from typing import Any, Callable, Optional, Sequence
 
 import click
 
+from .checks import check_rho
+from .runtime import DTYPES
+from .runtime import first_line as _first_line
+from .runtime import progress_bar as _progress
+
 # Static copies of registry names so --help needs no torch; tests check they match the registries.
 SOLVER_NAMES = ("markov", "euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "sde", "adaptive")
 SCHEDULE_NAMES = ("default", "discrete", "exact", "exp", "paper")
 PRESET_NAMES = ("realsr-x4-v1", "realsr-x4-v2", "realsr-x4-v3", "bicsr-x4")
-DTYPES = ("float32", "float16", "bfloat16")
 #: lazily imported commands: name -> (module, attribute, one-line help shown by --help)
 LAZY_COMMANDS = {"finetune": ("cresshift.training.cli", "finetune",
                               "Fine-tune a model with discrete or continuous time (one process or torchrun).")}
@@ -34,11 +37,6 @@ class CliError(click.ClickException):
     """An expected failure: ``Error: <one line>`` on stderr, exit status 2."""
 
     exit_code = 2
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _as_cli_error(err: BaseException) -> Optional[click.ClickException]:
@@ -196,10 +194,10 @@ def main() -> None:
 
 # --- shared options ------------------------------------------------------------------------------
 def _rho(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> Optional[float]:
-    if value is not None and value == 0:
-        raise click.BadParameter("rho must be non-zero (1 is uniform, > 1 crowds steps near the image end, "
-                                 "< 0 near the noisy LR end)")
-    return value
+    try:
+        return None if value is None else check_rho(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
 
 
 def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -235,16 +233,6 @@ class _Log:
     def __call__(self, msg: str) -> None:
         if not self.quiet:
             click.echo(msg, err=True)
-
-
-def _progress(quiet: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=True,
-                    disable=quiet or not sys.stderr.isatty())
 
 
 def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -346,10 +334,11 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
 
     import torch
 
-    from .bench import bundled_testset, resolve_device
     from .data.io import (bicubic_down, list_images, load_image, lock_folder, remove_stale_temps, save_image,
                           strict_json)
+    from .data.photos import bundled_testset
     from .models.pipeline import load_pipeline
+    from .runtime import resolve_device, torch_dtype
     from .solvers import SOLVERS, check_solver_options, grid_for
 
     spec = SOLVERS[solver]
@@ -380,7 +369,7 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
 
     dev = resolve_device(device)
     pipe = load_pipeline(model, preset=preset, autoencoder=autoencoder, device=dev,
-                         dtype={"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype],
+                         dtype=torch_dtype(dtype),
                          compile=compile_)
     if scale is not None and scale != pipe.sf:
         raise CliError(f"the model super-resolves x{pipe.sf}; --scale {scale} does not match it")
@@ -502,9 +491,7 @@ def _trajectory(pipe: Any, frames: list[Any], k: int, lr_hw: Any, tile: Optional
     h, w = int(lr_hw[0]) * pipe.sf, int(lr_hw[1]) * pipe.sf
     out = []
     for f in frames:
-        x = f[k: k + 1].to(pipe.device)
-        if pipe.latent:
-            x = pipe._decode(x, tile, overlap)
+        x = pipe.decode(f[k: k + 1].to(pipe.device), tile, overlap)
         out.append(x[0, :, :h, :w].clamp(-1, 1).float().cpu())
     return out
 
@@ -563,7 +550,7 @@ def fit_schedule(checkpoint: Optional[str], preset: Optional[str], steps: Option
     if write:
         writable_mode(checkpoint, overwrite=True)  # a read-only checkpoint: refused before anything runs
 
-    from .schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule
+    from .schedules import ResShiftSchedule, fit_candidates, fit_report
 
     source = preset or "the given parameters"
     if checkpoint:
@@ -585,24 +572,9 @@ def fit_schedule(checkpoint: Optional[str], preset: Optional[str], steps: Option
                                     min_noise_level=min_noise_level or base.min_noise_level,
                                     etas_end=etas_end or base.etas_end, power=power or base.power)
 
-    fit = ExpAlphaSchedule.fit(discrete, warn=False)
-    candidates = {"exp-alpha fit": fit, "exact": ExactSchedule(discrete)}
-    if discrete == ResShiftSchedule.from_config("realsr-x4-v1"):  # the table the paper's constants were made for
-        candidates["paper (a=1.1113)"] = ExpAlphaSchedule.paper(warn=False)
-    report = {"source": source, "discrete": discrete.to_config(), "T": discrete.T, "kappa": discrete.kappa,
-              "a": fit.a, "lam": fit.lam, "fitted_schedule": fit.to_config(),
-              "t": [(k + 1) / discrete.T for k in range(discrete.T)], "eta_k": discrete.etas.tolist(),
-              "schedules": {}}
-    for name, sched in candidates.items():
-        err = sched.discrete_error(discrete)
-        report["schedules"][name] = {
-            "config": sched.to_config(), "eta_at_steps": sched.step_etas().tolist(), "error": err.tolist(),
-            "max_abs_error": float(abs(err).max()), "max_rel_error": float((abs(err) / discrete.etas).max()),
-            "eta_1": float(sched.eta(1.0)), "end_rel_miss": sched.check_end(discrete, tol=float("inf"))}
-    miss = report["schedules"]["exp-alpha fit"]["end_rel_miss"]
-    if miss > 0.01:
-        warnings.warn(f"the fit's eta(1) = {fit.eta(1.0):.4f} misses eta_T = {discrete.etas[-1]:.4f} by "
-                      f"{100 * miss:.1f} % (> 1 %): its prior does not match the trained marginals")
+    candidates = fit_candidates(discrete)
+    fit = candidates["exp-alpha fit"]
+    report = fit_report(discrete, source=source, candidates=candidates)
 
     if as_json:
         click.echo(strict_json(report, indent=1))
@@ -695,10 +667,7 @@ def _solver_name(name: str) -> str:
 
 
 def _rho_value(text: str) -> float:
-    value = float(text)
-    if value == 0:
-        raise ValueError(text)
-    return value
+    return check_rho(float(text))
 
 
 @main.command()

@@ -20,7 +20,7 @@ from typing import Any, Union
 import torch
 
 __all__ = ["x0_to_eps", "x0_to_score", "x0_to_velocity", "x0_to_velocity_t", "eps_to_x0",
-           "to_edm", "from_edm", "edm_sigma", "sqrt_eta_of_sigma", "ScoreModel"]
+           "to_edm", "from_edm", "edm_sigma", "sqrt_eta_of_sigma"]
 
 Scalar = Union[float, torch.Tensor]
 
@@ -89,34 +89,3 @@ def from_edm(x_tilde: torch.Tensor, y: torch.Tensor, eta: Scalar) -> torch.Tenso
     """x = y + (1 - eta) x~."""
     return y + (1 - _b(eta, x_tilde)) * x_tilde
 
-
-class ScoreModel:
-    """Wraps any x0-denoiser ``D(x, t)`` and a continuous schedule into eps / score / velocity."""
-
-    def __init__(self, denoiser: Any, schedule: Any, y: torch.Tensor) -> None:
-        from .schedules import as_continuous
-
-        self.denoiser = denoiser
-        self.schedule = as_continuous(schedule)
-        self.y = y
-
-    def _t(self, x: torch.Tensor, t: Scalar) -> torch.Tensor:
-        if not isinstance(t, torch.Tensor) or t.ndim == 0:
-            t = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
-        return t
-
-    def x0(self, x: torch.Tensor, t: Scalar) -> torch.Tensor:
-        return self.denoiser(x, self._t(x, t))
-
-    def eps(self, x: torch.Tensor, t: Scalar) -> torch.Tensor:
-        tt = self._t(x, t)
-        return x0_to_eps(x, self.x0(x, tt), self.y, self.schedule.eta(tt), self.schedule.kappa)
-
-    def score(self, x: torch.Tensor, t: Scalar) -> torch.Tensor:
-        tt = self._t(x, t)
-        return x0_to_score(x, self.x0(x, tt), self.y, self.schedule.eta(tt), self.schedule.kappa)
-
-    def velocity(self, x: torch.Tensor, t: Scalar) -> torch.Tensor:
-        """dx/dt of the probability-flow ODE."""
-        tt = self._t(x, t)
-        return x0_to_velocity_t(x, self.x0(x, tt), self.y, self.schedule.eta(tt), self.schedule.alpha(tt))

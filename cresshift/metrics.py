@@ -24,6 +24,7 @@ from typing import Optional, Union
 
 import torch
 
+from .runtime import first_line
 from .weights import load_lpips_file, lpips_cache_path
 
 __all__ = ["quantize", "rgb_to_y", "psnr_y", "psnr_rgb", "ssim_y", "LPIPSMetric", "evaluate_pair", "conventions",
@@ -159,8 +160,7 @@ class LPIPSMetric:
         try:
             model = self._build(net, self.backbone_path)
         except Exception as err:  # a corrupt or mismatched file, a broken lpips install
-            text = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            self.reason = f"LPIPS-{net} unavailable: cannot use {self.backbone_path}: {text}"
+            self.reason = f"LPIPS-{net} unavailable: cannot use {self.backbone_path}: {first_line(err, 200)}"
             return
         self._model = model.to(device).eval()
         if random_backbone:

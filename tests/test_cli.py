@@ -199,11 +199,11 @@ def test_sample_trajectory_strip(files, tmp_path):
 
 
 def test_sample_example(files, tmp_path, monkeypatch):
-    import cresshift.bench
+    import cresshift.data.photos
 
     tiles = tmp_path / "testset"
     save_image(photo(32, 32), tiles / "chelsea_0_0.png")
-    monkeypatch.setattr(cresshift.bench, "bundled_testset", lambda: tiles)
+    monkeypatch.setattr(cresshift.data.photos, "bundled_testset", lambda: tiles)
     r = run("sample", "--example", "-o", tmp_path / "ex", "--model", files["model"], "--nfe", "3")
     assert r.exit_code == 0, r.stderr
     assert load_image(tmp_path / "ex" / "example_lr.png").shape == (3, 8, 8)
@@ -212,7 +212,7 @@ def test_sample_example(files, tmp_path, monkeypatch):
     assert_one_line_error(run("sample", "--example", "-o", tmp_path / "ex3", "--model", files["model"], "--nfe", "3",
                               "--solver", "heun", "-O", "variable=bogus"), "variable")
     assert not (tmp_path / "ex3").exists() or not any((tmp_path / "ex3").iterdir())
-    monkeypatch.setattr(cresshift.bench, "bundled_testset", lambda: tmp_path / "missing")
+    monkeypatch.setattr(cresshift.data.photos, "bundled_testset", lambda: tmp_path / "missing")
     assert_one_line_error(run("sample", "--example", "-o", tmp_path / "ex2", "--model", files["model"]),
                           "test tiles are missing")
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cresshift.converters import (edm_sigma, eps_to_x0, from_edm, to_edm, x0_to_eps, x0_to_score, x0_to_velocity,
-                                  x0_to_velocity_t, ScoreModel)
+                                  x0_to_velocity_t)
 from cresshift.testing import GaussianProblem
 
 
@@ -40,8 +40,6 @@ def test_velocity_is_the_flow_derivative(gp):
     torch.testing.assert_close(x0_to_velocity(xe, x0, y, eta), fd, rtol=1e-6, atol=1e-7)
     alpha = P.schedule.alpha(t)
     torch.testing.assert_close(x0_to_velocity_t(xe, x0, y, eta, alpha), alpha * fd, rtol=1e-6, atol=1e-7)
-    sm = ScoreModel(P.denoiser, P.schedule, y)
-    torch.testing.assert_close(sm.velocity(xe, t), alpha * fd, rtol=1e-6, atol=1e-7)
 
 
 def test_edm_change_of_variables(gp):

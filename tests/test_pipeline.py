@@ -233,3 +233,16 @@ def test_network_denoiser_is_the_predictor_run_samples_with(name, schedule):
         torch.testing.assert_close(den(step["x"], t), step["x0_hat"], atol=0, rtol=0)
     other = pipe.network_denoiser(y, y, schedule=schedule, context_pad=0)(seen[0]["x"], torch.full((2,), float(seen[0]["t"])))
     assert not torch.equal(other, seen[0]["x0_hat"])  # the border context changes the prediction
+
+
+def test_decode_is_the_decoder_run_applies(latent_pipe, pixel_pipe):
+    """decode() maps the solver's output to the SR pixels exactly as run() does; pixel models pass through."""
+    lr = torch.rand(1, 3, 32, 32) * 2 - 1  # a multiple of lr_multiple: nothing is padded or cropped
+    res = latent_pipe.run(lr, solver="euler", nfe=2, seed=3)
+    z = res.sample.x
+    assert z.shape[-2:] == (128 // 4, 128 // 4)
+    img = latent_pipe.decode(z)
+    assert img.shape == (1, 3, 128, 128)
+    assert torch.equal(img.clamp(-1, 1), res.sr)
+    x = torch.rand(1, 3, 16, 16)
+    assert pixel_pipe.decode(x) is x

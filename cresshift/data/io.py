@@ -40,6 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..runtime import first_line
+
 __all__ = ["ImageReadError", "IMAGE_EXTENSIONS", "load_image", "save_image", "list_images", "to_uint8",
            "imresize", "bicubic_down", "bicubic_up", "OutputError", "atomic_write", "writable_mode",
            "remove_stale_temps", "lock_folder", "strict_json", "restore_nonfinite"]
@@ -85,7 +87,7 @@ def _reason(err: BaseException) -> str:
 
     if isinstance(err, UnidentifiedImageError):
         return "not an image (unrecognised format)"
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = first_line(err)
     if "truncated" in text.lower() or isinstance(err, (EOFError, zlib.error)):
         return f"truncated or corrupt file ({text})"
     return text[:200]

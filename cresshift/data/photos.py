@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 __all__ = ["Photo", "photo_catalog", "training_photos", "validation_photos", "test_photos", "make_test_tiles",
-           "validation_tiles", "write_test_tiles", "photos_markdown", "TEST_SET", "VALIDATION_SET"]
+           "validation_tiles", "write_test_tiles", "bundled_testset", "photos_markdown", "TEST_SET", "VALIDATION_SET"]
 
 TEST_SET = ("chelsea", "china", "astronaut")
 VALIDATION_SET = ("coffee",)
@@ -190,6 +190,11 @@ def write_test_tiles(folder: str | Path, **kwargs: object) -> list[Path]:
 
     return [save_image(tile, Path(folder) / f"{name}.png")
             for name, tile in make_test_tiles(**kwargs)]  # type: ignore[arg-type]
+
+
+def bundled_testset() -> Path:
+    """The held-out HR tiles shipped with cresshift (``cresshift/bundled/testset``, from ``write_test_tiles``)."""
+    return Path(__file__).resolve().parent.parent / "bundled" / "testset"
 
 
 def photos_markdown() -> str:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from ..data.io import atomic_write
+from ..runtime import first_line
 
 __all__ = ["CheckpointError", "load_official_state_dict", "check_state_dict", "load_into",
            "save_cresshift", "load_cresshift", "is_cresshift_file", "atomic_write", "torch_load_reason"]
@@ -142,7 +143,7 @@ def load_cresshift(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.T
                 group, _, key = k.partition(".")
                 groups.setdefault(group, {})[key] = f.get_tensor(k)
     except Exception as err:
-        raise CheckpointError(f"cannot read {path} as a safetensors file: {str(err).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"cannot read {path} as a safetensors file: {first_line(err, 200)}") from None
     if "cresshift_config" not in meta:
         raise CheckpointError(f"{path} is a safetensors file without a cresshift config; "
                               f"for official weights pass --preset and the .pth files")

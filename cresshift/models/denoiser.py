@@ -1,8 +1,7 @@
 """NetworkDenoiser: an official-convention ResShift network as a ``denoiser(x, t) -> x0_hat``."""
 from __future__ import annotations
 
-import math
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch import nn

@@ -19,7 +19,7 @@ from ..solvers import SampleResult, sample
 from .checkpoints import (CheckpointError, check_state_dict, load_cresshift, load_official_state_dict,
                           save_cresshift)
 from .denoiser import NetworkDenoiser
-from .presets import OFFICIAL_PRESETS, get_preset
+from .presets import AUTOENCODER_FACTOR, OFFICIAL_PRESETS, official_config
 from .tiling import tiled_apply
 
 __all__ = ["SRPipeline", "SRResult", "load_pipeline", "build_pipeline", "BUNDLED", "bundled_path", "upsample_lr"]
@@ -182,14 +182,20 @@ class SRPipeline:
         assert self.autoencoder is not None
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             z = tiled_apply(lambda t: self.autoencoder.encode(t), img, tile=tile, overlap=overlap,
-                            out_scale=0.25, multiple=4)
+                            out_scale=1 / AUTOENCODER_FACTOR, multiple=AUTOENCODER_FACTOR)
         return z.float()
 
     def _decode(self, z: torch.Tensor, tile: Optional[int], overlap: int) -> torch.Tensor:
         assert self.autoencoder is not None
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            img = tiled_apply(lambda t: self.autoencoder.decode(t), z, tile=tile, overlap=overlap, out_scale=4.0)
+            img = tiled_apply(lambda t: self.autoencoder.decode(t), z, tile=tile, overlap=overlap,
+                              out_scale=float(AUTOENCODER_FACTOR))
         return img.float()
+
+    def decode(self, x: torch.Tensor, tile: Optional[int] = None, tile_overlap: int = 16) -> torch.Tensor:
+        """Network-space samples (e.g. a step's x0_hat) as image pixels: the autoencoder's decode for latent
+        models, tiled as in ``run`` (``tile`` in latent pixels); pixel models return ``x`` unchanged."""
+        return self._decode(x, tile, tile_overlap) if self.latent else x
 
     # --- the run -------------------------------------------------------------------------
     @torch.no_grad()
@@ -395,10 +401,7 @@ def _load(name_or_path: Union[str, Path], *, preset: Optional[str], autoencoder:
     if name in OFFICIAL_PRESETS and not random_weights:
         name, preset, autoencoder = _cached_official(name, preset, autoencoder)
     elif name in OFFICIAL_PRESETS:
-        preset_cfg = get_preset(name)
-        return build_pipeline({"model": {"class": "UNetModelSwin", "params": preset_cfg["model"]},
-                               "autoencoder": preset_cfg["autoencoder"], "diffusion": preset_cfg["diffusion"],
-                               "preset": name}, device=device, dtype=dtype)
+        return build_pipeline(official_config(name), device=device, dtype=dtype)
     path = Path(name)
     if not path.exists():
         raise CheckpointError(f"no such model file or preset: {name!r} (presets: bundled, bundled-discrete, "
@@ -411,15 +414,13 @@ def _load(name_or_path: Union[str, Path], *, preset: Optional[str], autoencoder:
     if preset is None:
         raise CheckpointError(f"{path.name} is an official checkpoint: say which preset it is "
                               f"(preset= one of {', '.join(OFFICIAL_PRESETS)}); official files carry no config")
-    preset_cfg = get_preset(preset)
+    config = official_config(preset)
     model_sd = load_official_state_dict(path)
     ae_sd = None
-    if preset_cfg["autoencoder"]:
+    if config["autoencoder"]:
         if autoencoder is None:
             raise CheckpointError(f"preset {preset!r} is a latent model: pass autoencoder=autoencoder_vq_f4.pth")
         ae_sd = load_official_state_dict(autoencoder)
-    config = {"model": {"class": "UNetModelSwin", "params": preset_cfg["model"]},
-              "autoencoder": preset_cfg["autoencoder"], "diffusion": preset_cfg["diffusion"], "preset": preset}
     return build_pipeline(config, model_sd=model_sd, autoencoder_sd=ae_sd, device=device, dtype=dtype,
                           hint=f"{_looks_like(model_sd)}; preset {preset!r} expects the official "
                                f"{OFFICIAL_PRESETS[preset]['files'].split(' + ')[0]}")

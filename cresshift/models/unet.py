@@ -115,8 +115,7 @@ class UNetModelSwin(nn.Module):
 
     ``norm_groups`` is not an official key: every GroupNorm has 32 groups unless it is set (the
     official networks, 160 channels wide, have 5 channels per group; at width 32 it is one
-    channel per group). The state-dict keys and shapes do not depend on it. On the bundled
-    small network 8 groups trained worse than 32 (``benchmarks/logs/README.md``).
+    channel per group). The state-dict keys and shapes do not depend on it.
     """
 
     def __init__(self, image_size: int, in_channels: int, model_channels: int, out_channels: int,

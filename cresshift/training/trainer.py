@@ -18,7 +18,6 @@ import copy
 import json
 import math
 import os
-import platform
 import signal
 import sys
 import threading
@@ -28,15 +27,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.io import atomic_write, lock_folder, remove_stale_temps, strict_json
 from ..models.checkpoints import load_cresshift, load_official_state_dict, torch_load_reason
 from ..models.denoiser import NetworkDenoiser
 from ..models.pipeline import SRPipeline, build_pipeline, upsample_lr
-from ..models.presets import get_preset
+from ..models.presets import AUTOENCODER_FACTOR, official_config
 from ..models.unet import small_pixel_config
+from ..runtime import Distributed, versions
 from ..schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule
 from .board import Board, tensorboard_available
 from .data import CropSampler, Degradation, load_folder, load_paired
@@ -169,12 +168,6 @@ def is_time_parameter(name: str) -> bool:
     return parts[0] == "time_embed" or "emb_layers" in parts
 
 
-def _versions() -> dict[str, str]:
-    import cresshift
-
-    return {"cresshift": cresshift.__version__, "torch": torch.__version__, "python": platform.python_version()}
-
-
 class Trainer:
     """Owns the model, EMA, optimiser, data sampler and RNG; ``run()`` trains, saves, validates."""
 
@@ -182,15 +175,13 @@ class Trainer:
         settings.check()
         self.s = settings
         self.log = log
-        self.rank = int(os.environ.get("RANK", 0))
-        self.world = int(os.environ.get("WORLD_SIZE", 1))
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self.device = torch.device(settings.device)
-        if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.dist = Distributed(self.device.type)
+        self.rank, self.world = self.dist.rank, self.dist.world
         if self.device.type == "cuda" and self.world > 1:
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
         per_rank = settings.batch // self.world
         if per_rank < 1 or settings.batch % self.world:
@@ -279,14 +270,12 @@ class Trainer:
             return build_pipeline(config, model_sd=groups.get("model"), autoencoder_sd=groups.get("autoencoder"))
         if not Path(s.init).is_file():
             raise ValueError(f"--init {s.init!r} is neither 'scratch' nor an existing checkpoint file")
-        preset = get_preset(s.preset)  # type: ignore[arg-type]
-        self._refuse_diffusion_overrides(preset["diffusion"], f"the official {s.preset}")
-        config = {"model": {"class": "UNetModelSwin", "params": preset["model"]}, "autoencoder": preset["autoencoder"],
-                  "diffusion": preset["diffusion"], "preset": s.preset}
+        config = official_config(s.preset)  # type: ignore[arg-type]
+        self._refuse_diffusion_overrides(config["diffusion"], f"the official {s.preset}")
         if s.context_pad is not None:
             config["sampling"] = {"context_pad": s.context_pad}
         ae_sd = load_official_state_dict(s.autoencoder) if s.autoencoder else None
-        if preset["autoencoder"] and ae_sd is None:
+        if config["autoencoder"] and ae_sd is None:
             raise ValueError(f"preset {s.preset} is a latent model: pass --autoencoder autoencoder_vq_f4.pth")
         return build_pipeline(config, model_sd=load_official_state_dict(s.init), autoencoder_sd=ae_sd)
 
@@ -386,7 +375,8 @@ class Trainer:
         return t, err
 
     def _latent_shape(self, hr: torch.Tensor) -> tuple[int, int, int]:
-        return (self.autoencoder.quant_conv.out_channels, hr.shape[-2] // 4, hr.shape[-1] // 4)  # type: ignore[union-attr]
+        f = AUTOENCODER_FACTOR
+        return (self.autoencoder.quant_conv.out_channels, hr.shape[-2] // f, hr.shape[-1] // f)  # type: ignore[union-attr]
 
     def lr_at(self, step: int) -> float:
         s = self.s
@@ -512,7 +502,7 @@ class Trainer:
         return path
 
     def metadata(self) -> dict[str, Any]:
-        return {"settings": asdict(self.s), "step": self.step, "best_val_psnr_y": self.best, "versions": _versions(),
+        return {"settings": asdict(self.s), "step": self.step, "best_val_psnr_y": self.best, "versions": versions(),
                 "world_size": self.world}
 
     def resume(self, path: str | Path) -> None:
@@ -535,7 +525,7 @@ class Trainer:
                 "t_sampler"]
         if self.s.time == "continuous":
             keys += ["schedule", "a", "lam"]
-        written_before = {"trainable": "all", "scale_aug": 1.0, "t_sampler": "uniform"}  # settings added later: what checkpoints without them did
+        written_before = {"trainable": "all", "scale_aug": 1.0, "t_sampler": "uniform"}  # the value meant when a checkpoint lacks the key
         for k in keys:
             if old.get(k, written_before.get(k)) != getattr(self.s, k):
                 raise ValueError(f"{path} was trained with {k}={old.get(k, written_before.get(k))!r}, "
@@ -566,7 +556,7 @@ class Trainer:
         s = self.s
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
-            atomic_write(self.out / "settings.json", json.dumps({**asdict(s), "versions": _versions()}, indent=1))
+            atomic_write(self.out / "settings.json", json.dumps({**asdict(s), "versions": versions()}, indent=1))
         logf = open(self.out / "log.jsonl", "a") if self.rank == 0 else None
         self.board = Board(self.out / "tensorboard" if s.tensorboard and self.rank == 0 else None)
         interrupted = False
