@@ -1,0 +1,1 @@
+"""cresshift's command modules: one click command each, registered in ``cresshift/cli.py``."""
