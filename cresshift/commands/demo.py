@@ -53,8 +53,8 @@ def demo(host: str, port: int, model: str, preset: Optional[str], autoencoder: O
     dev = resolve_device(device)
     torch_dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
     app = create_app(choices, device=dev, dtype=torch_dtype, max_pixels=max_pixels, max_waiting=max_waiting)
-    app.state.demo.store.get(choices[0].name)  # a checkpoint that does not load fails now, in one line
     _check_port(host, port)
+    app.state.demo.store.get(choices[0].name)  # a checkpoint that does not load fails now, in one line
     log(f"cresshift demo on http://{host}:{port} (model {choices[0].name}, device {dev}); Ctrl-C stops it")
     uvicorn.run(app, host=host, port=port, log_level="warning" if quiet else "info")
 
