@@ -294,7 +294,7 @@ def _check_space(folder: Path, need_bytes: int) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never overwritten).")
 @click.option("--example", is_flag=True,
               help="Super-resolve a bundled held-out photograph (128x128 LR; writes LR, SR, HR and a labelled "
-                   "side-by-side PNG into OUT); solver, NFE and rho default to heun, 5, 4 with it.")
+                   "side-by-side PNG into OUT); with it solver, NFE and rho default to dpmpp-2m, 3, 4.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout instead of the written paths.")
 @_common_options
 def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int, seed: int, schedule: str, model: str,

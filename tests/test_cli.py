@@ -239,6 +239,9 @@ def test_sample_example_settings(files, tmp_path, monkeypatch):
     summary = json.loads(r.stdout)
     assert (summary["solver"], summary["nfe_budget"], summary["rho"]) == (
         samples.EXAMPLE_SETTINGS["solver"], samples.EXAMPLE_SETTINGS["nfe"], samples.EXAMPLE_SETTINGS["rho"])
+    settings = samples.EXAMPLE_SETTINGS
+    assert f"default to {settings['solver']}, {settings['nfe']}, {settings['rho']:g}" in " ".join(
+        run("sample", "--help").stdout.split())
     r = run("sample", "--example", "-o", tmp_path / "b", "--model", files["model"], "--json", "--solver", "ddim",
             "--rho", "2", env={"CRESSHIFT_SAMPLE_NFE": "3"})
     assert r.exit_code == 0, r.stderr

@@ -16,7 +16,7 @@ __all__ = ["BundledPhoto", "BUNDLED_PHOTOS", "EXAMPLE_PHOTO", "EXAMPLE_SETTINGS"
            "Panel", "comparison_panels", "side_by_side", "write_comparison", "example_lpips"]
 
 #: the sampler settings of ``cresshift sample --example`` (a 128x128 LR in under a minute on 2 CPU cores)
-EXAMPLE_SETTINGS = {"solver": "heun", "nfe": 5, "rho": 4.0}
+EXAMPLE_SETTINGS = {"solver": "dpmpp-2m", "nfe": 3, "rho": 4.0}
 
 
 @dataclass(frozen=True)
