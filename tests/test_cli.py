@@ -75,10 +75,10 @@ def assert_one_line_error(result, *needles):
 # --- help, registration, names -----------------------------------------------------------------
 def test_help_is_fast_and_imports_no_torch():
     code = ("import sys\nfrom cresshift.cli import main\n"
-            "for args in (['--help'], ['sample', '--help'], ['bench', '--help'], ['fit-schedule', '--help']):\n"
+            "for args in (['--help'], ['sample', '--help'], ['bench', '--help'], ['fit-schedule', '--help'], ['demo', '--help']):\n"
             "    try:\n        main(args)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
             "heavy = [m for m in ('torch', 'numpy', 'PIL', 'rich', 'matplotlib', 'cresshift.models', 'cresshift.bench')"
-            " if m in sys.modules]\nprint('HEAVY', heavy)\n")
+            " if m in sys.modules]\nheavy += [m for m in ('starlette', 'uvicorn') if m in sys.modules]\nprint('HEAVY', heavy)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout, out.stdout[-300:]

@@ -95,6 +95,7 @@ BAD = [
     (dict(image=b""), 415, "empty"),
     (dict(), 400, "'image'"),
     (dict(image="big"), 413, "at most 1024 LR pixels"),
+    (dict(image="small"), 400, "at least 8x8"),
     (dict(image="tile", solver="nope"), 400, "unknown solver"),
     (dict(image="tile", solver="adaptive"), 400, "unknown solver"),
     (dict(image="tile", nfe=0), 400, "nfe must be between 1 and 100"),
@@ -117,6 +118,8 @@ def test_bad_input_is_a_one_line_json_4xx(client, fields, status, needle):
         image = encode_png(lr_tile())
     elif image == "big":
         image = encode_png(torch.zeros(3, 40, 40))  # 1600 px > the fixture's 32 x 32 limit
+    elif image == "small":
+        image = encode_png(torch.zeros(3, 4, 30))
     r = post(client, image, **fields)
     assert r.status_code == status, r.text
     body = r.json()

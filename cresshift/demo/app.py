@@ -55,8 +55,6 @@ class _Demo:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     async def config(self, request: Request) -> Response:
-        from ..data.io import bicubic_down  # noqa: F401  (fail here, not mid-run, on a broken install)
-
         photos = [{"name": p.name, "title": p.title, "credit": p.credit} for p in samples.BUNDLED_PHOTOS
                   if p.path.is_file()]
         return JSONResponse({"models": self.store.names, "solvers": list(demo_solvers()), "defaults": DEFAULTS,

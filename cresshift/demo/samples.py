@@ -21,12 +21,15 @@ EXAMPLE_SETTINGS = {"solver": "dpmpp-2m", "nfe": 3, "rho": 4.0}
 
 @dataclass(frozen=True)
 class BundledPhoto:
-    """One shipped HR crop of a held-out test photograph: name, file, title, credit."""
+    """One shipped HR crop of a held-out test photograph: name, file, title, credit, and where it was cut."""
 
     name: str
     file: str
     title: str
     credit: str
+    source: str  # the test photograph in cresshift.data.photos
+    top: int = 0
+    left: int = 0
 
     @property
     def path(self) -> Path:
@@ -41,11 +44,11 @@ class BundledPhoto:
 
 BUNDLED_PHOTOS = (
     BundledPhoto("astronaut", "astronaut.png", "astronaut, 512x512 (LR 128x128)",
-                 "NASA (Eileen Collins), public domain; scikit-image 'astronaut'"),
+                 "NASA (Eileen Collins), public domain; scikit-image 'astronaut'", "astronaut"),
     BundledPhoto("chelsea", "chelsea_face.png", "cat's face, 256x256 (LR 64x64)",
-                 "Stefan van der Walt, CC0; scikit-image 'chelsea', cropped"),
+                 "Stefan van der Walt, CC0; scikit-image 'chelsea', cropped", "chelsea", 20, 60),
     BundledPhoto("china", "china_tower.png", "temple tower, 256x256 (LR 64x64)",
-                 "danielbuechele on Flickr, CC BY 2.0; scikit-learn 'china.jpg', cropped"),
+                 "danielbuechele on Flickr, CC BY 2.0; scikit-learn 'china.jpg', cropped", "china", 60, 120),
 )
 EXAMPLE_PHOTO = "astronaut"
 

@@ -145,6 +145,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, tiled: bo
     except Exception:
         raise RequestError("the upload is not an image Pillow can read (PNG, JPEG, WebP, BMP, TIFF)",
                            status=415) from None
+    if min(w, h) < 8:
+        raise RequestError(f"the image is {w}x{h} px; cresshift needs at least 8x8")
     if w * h > limit:
         hint = "" if tiled else " (or 4x that with a tile size)"
         raise RequestError(f"the image is {w}x{h} px; this demo takes at most {limit} LR pixels"
