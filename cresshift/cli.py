@@ -313,7 +313,7 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int,
     if example:
         solver, nfe, rho = _example_defaults(click.get_current_context(), solver, nfe, rho)
     if example and inputs:
-        raise click.UsageError("--example super-resolves a bundled tile: give no INPUT with it")
+        raise click.UsageError("--example super-resolves a bundled photograph: give no INPUT with it")
     if not inputs and not example:
         raise click.UsageError("give INPUT images (files, folders or globs), or --example")
     opts = _parse_options(solver_options)
