@@ -102,6 +102,14 @@ def test_page_uploads_runs_and_shows_the_result(server, browser):
     assert browser.execute_script("return arguments[0].naturalWidth", result) == 4 * side
     assert browser.find_element(By.ID, "info-nfe").text.startswith(nfe)
     assert browser.find_element(By.ID, "download").get_attribute("href").endswith("/sr.png")
+    # linked zoom: a wheel event on one view scales all three alike
+    transforms = browser.execute_script(
+        "const v = document.querySelector('.view'), r = v.getBoundingClientRect();"
+        "v.dispatchEvent(new WheelEvent('wheel', {deltaY: -400, clientX: r.left + 20, clientY: r.top + 20,"
+        " bubbles: true, cancelable: true}));"
+        "return [...document.querySelectorAll('.stage')].map((s) => s.style.transform);")
+    assert len(transforms) == 3 and len(set(transforms)) == 1 and "scale(1)" not in transforms[0], transforms
+    browser.execute_script("document.querySelector('.view').dispatchEvent(new MouseEvent('dblclick', {bubbles: true}))")
     if shot:
         Path(shot).parent.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(shot))
