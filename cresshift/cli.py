@@ -185,7 +185,8 @@ def main() -> None:
     """Continuous-time ResShift: fast ODE/SDE sampling for diffusion super-resolution.
 
     \b
-      cresshift sample --example                   super-resolve a bundled test tile
+      cresshift sample --example                   super-resolve a bundled held-out photograph
+      cresshift demo                               a local web page (pip install -e ".[demo]")
       cresshift sample photo.png -o sr/ --solver heun --rho -8 --nfe 15
       cresshift fit-schedule --preset realsr-x4-v1 fit the paper's alpha(t) to a schedule
       cresshift bench                              the paper's Table 1 on the bundled tiles
@@ -309,7 +310,9 @@ def _check_space(folder: Path, need_bytes: int) -> None:
 @click.option("--save-trajectory", is_flag=True,
               help="Also write <name>_trajectory.png: x0_hat at every step, left to right, then the output.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never overwritten).")
-@click.option("--example", is_flag=True, help="Super-resolve a bundled test tile (writes LR, SR and HR into OUT).")
+@click.option("--example", is_flag=True,
+              help="Super-resolve a bundled held-out photograph (128x128 LR; writes LR, SR, HR and a labelled "
+                   "side-by-side PNG into OUT); with it solver, NFE and rho default to dpmpp-2m, 3, 4.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout instead of the written paths.")
 @_common_options
 def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name: Optional[str], nfe: int, seed: int, schedule: str, model: str,
@@ -325,8 +328,10 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
           --autoencoder autoencoder_vq_f4.pth --tile 256 --device cuda
     """
     log = _Log(quiet)
+    if example:
+        solver, nfe, rho = _example_defaults(click.get_current_context(), solver, nfe, rho)
     if example and inputs:
-        raise click.UsageError("--example super-resolves a bundled tile: give no INPUT with it")
+        raise click.UsageError("--example super-resolves a bundled photograph: give no INPUT with it")
     if not inputs and not example:
         raise click.UsageError("give INPUT images (files, folders or globs), or --example")
     opts = _parse_options(solver_options)
@@ -336,7 +341,6 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
 
     from .data.io import (bicubic_down, list_images, load_image, lock_folder, remove_stale_temps, save_image,
                           strict_json)
-    from .data.photos import bundled_testset
     from .models.pipeline import load_pipeline
     from .runtime import resolve_device, torch_dtype
     from .solvers import SOLVERS, check_solver_options, grid_for
@@ -351,10 +355,12 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
     # What to read and where to write it.
     jobs: list[tuple[Optional[Path], Path]] = []  # (input or None for the example, output)
     if example:
-        tiles = sorted(bundled_testset().glob("*.png")) if bundled_testset().is_dir() else []
-        if not tiles:
-            raise CliError(f"the bundled test tiles are missing from this installation ({bundled_testset()})")
-        jobs.append((tiles[0], out_dir / "example_sr.png"))
+        from .demo.samples import EXAMPLE_PHOTO, find_photo
+
+        photo_path = find_photo(EXAMPLE_PHOTO).path
+        if not photo_path.is_file():
+            raise CliError(f"the bundled example photograph is missing from this installation ({photo_path})")
+        jobs.append((photo_path, out_dir / "example_sr.png"))
     else:
         for item in inputs:
             root = Path(item)
@@ -402,7 +408,7 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
                 batch.append((i, img))
                 i += 1
             frames: list[torch.Tensor] = []
-            big = batch[0][1].shape[-1] * batch[0][1].shape[-2] * len(batch) >= 256 * 256
+            big = example or batch[0][1].shape[-1] * batch[0][1].shape[-2] * len(batch) >= 256 * 256
 
             def on_step(d: dict[str, Any]) -> None:
                 if save_trajectory:
@@ -429,8 +435,8 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
                 if not as_json:
                     click.echo(str(dst))
             if example:
-                save_image(example_pair[0], out_dir / "example_hr.png", overwrite=overwrite)
-                save_image(example_pair[1], out_dir / "example_lr.png", overwrite=overwrite)
+                _write_example(pipe, *example_pair, res.sr[0], out_dir, solver=solver, nfe=res.nfe,
+                               overwrite=overwrite)
             bar.advance(task, len(batch))
 
     # The summary line.
@@ -457,7 +463,8 @@ def _check_outputs(jobs: Sequence[tuple[Optional[Path], Path]], out_dir: Path, *
     """Every output name (results, trajectories, example side files): no input replaced, no two alike, none existing."""
     from .data.io import writable_mode
 
-    targets = [dst for _, dst in jobs] + ([out_dir / "example_lr.png", out_dir / "example_hr.png"] if example else [])
+    targets = [dst for _, dst in jobs] + ([out_dir / f"example_{k}.png" for k in ("lr", "hr", "side_by_side")]
+                                          if example else [])
     targets += [_trajectory_path(dst) for _, dst in jobs] if trajectory else []
     sources = {src.resolve() for src, _ in jobs if src is not None}
     seen: set[Path] = set()
@@ -484,6 +491,32 @@ def _check_seeds(seed: int, count: int, option: str = "--seed") -> None:
     if seed < -2 ** 63 or seed + max(count, 1) - 1 > 2 ** 64 - 1:
         raise click.BadParameter(f"{seed} + image index must lie in [-2^63, 2^64 - 1] for all {count} image(s)",
                                  param_hint=option)
+
+
+def _example_defaults(ctx: click.Context, solver: str, nfe: int, rho: float) -> tuple[str, int, float]:
+    """--example's solver, NFE and rho: ``EXAMPLE_SETTINGS`` for those not given on the command line or in the env."""
+    from click.core import ParameterSource
+
+    from .demo.samples import EXAMPLE_SETTINGS
+
+    given = {name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+             for name in ("solver", "nfe", "rho")}
+    return (solver if given["solver"] else str(EXAMPLE_SETTINGS["solver"]),
+            nfe if given["nfe"] else int(EXAMPLE_SETTINGS["nfe"]),
+            rho if given["rho"] else float(EXAMPLE_SETTINGS["rho"]))
+
+
+def _write_example(pipe: Any, hr: Any, lr: Any, sr: Any, out_dir: Path, *, solver: str, nfe: int,
+                   overwrite: bool) -> None:
+    """example_hr/lr.png and example_side_by_side.png (LR nearest | bicubic | result | HR, PSNR-Y, LPIPS if available)."""
+    from .data.io import save_image
+    from .demo.samples import comparison_panels, example_lpips, write_comparison
+
+    sr = sr.detach().float().cpu()
+    panels = comparison_panels(lr, sr, hr, sf=pipe.sf, label=f"cresshift ({solver}, NFE {nfe})", lpips=example_lpips())
+    save_image(hr, out_dir / "example_hr.png", overwrite=overwrite)
+    save_image(lr, out_dir / "example_lr.png", overwrite=overwrite)
+    write_comparison(out_dir / "example_side_by_side.png", panels, overwrite=overwrite)
 
 
 def _trajectory(pipe: Any, frames: list[Any], k: int, lr_hw: Any, tile: Optional[int], overlap: int) -> list[Any]:
@@ -796,8 +829,10 @@ def _print_bench(result: Any) -> None:
 
 # Command modules import this module's helpers, so they are registered after it is defined.
 from .commands.fetch import fetch as _fetch_command  # noqa: E402
+from .commands.demo import demo as _demo_command  # noqa: E402
 from .commands.optimize_grid import optimize_grid as _optimize_grid_command  # noqa: E402
 
+main.add_command(_demo_command)
 main.add_command(_fetch_command)
 main.add_command(_optimize_grid_command)
 

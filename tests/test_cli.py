@@ -75,10 +75,10 @@ def assert_one_line_error(result, *needles):
 # --- help, registration, names -----------------------------------------------------------------
 def test_help_is_fast_and_imports_no_torch():
     code = ("import sys\nfrom cresshift.cli import main\n"
-            "for args in (['--help'], ['sample', '--help'], ['bench', '--help'], ['fit-schedule', '--help']):\n"
+            "for args in (['--help'], ['sample', '--help'], ['bench', '--help'], ['fit-schedule', '--help'], ['demo', '--help']):\n"
             "    try:\n        main(args)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
             "heavy = [m for m in ('torch', 'numpy', 'PIL', 'rich', 'matplotlib', 'cresshift.models', 'cresshift.bench')"
-            " if m in sys.modules]\nprint('HEAVY', heavy)\n")
+            " if m in sys.modules]\nheavy += [m for m in ('starlette', 'uvicorn') if m in sys.modules]\nprint('HEAVY', heavy)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout, out.stdout[-300:]
@@ -199,22 +199,54 @@ def test_sample_trajectory_strip(files, tmp_path):
 
 
 def test_sample_example(files, tmp_path, monkeypatch):
-    import cresshift.data.photos
+    import cresshift.demo.samples as samples
 
-    tiles = tmp_path / "testset"
-    save_image(photo(32, 32), tiles / "chelsea_0_0.png")
-    monkeypatch.setattr(cresshift.data.photos, "bundled_testset", lambda: tiles)
+    photos = tmp_path / "photos"
+    save_image(photo(32, 32), photos / "astronaut.png")
+    monkeypatch.setattr(samples, "photos_dir", lambda: photos)
     r = run("sample", "--example", "-o", tmp_path / "ex", "--model", files["model"], "--nfe", "3")
     assert r.exit_code == 0, r.stderr
-    assert load_image(tmp_path / "ex" / "example_lr.png").shape == (3, 8, 8)
-    assert load_image(tmp_path / "ex" / "example_sr.png").shape == load_image(tmp_path / "ex" / "example_hr.png").shape
+    lr, sr, hr = (load_image(tmp_path / "ex" / f"example_{k}.png") for k in ("lr", "sr", "hr"))
+    assert lr.shape == (3, 8, 8) and sr.shape == hr.shape == (3, 32, 32)
+    # the side-by-side: LR nearest | bicubic | result | HR, the result's pixels unchanged in the third panel
+    figure = load_image(tmp_path / "ex" / "example_side_by_side.png")
+    pad, line = 12, 26
+    panel = lambda j: figure[:, pad + line: pad + line + 32, pad + j * (32 + pad): pad + j * (32 + pad) + 32]
+    assert torch.equal(panel(2), sr) and torch.equal(panel(3), hr)
+    assert torch.equal(panel(0), lr.repeat_interleave(4, 1).repeat_interleave(4, 2))
+    # no clobbering: a second run refuses, --overwrite replaces
+    assert_one_line_error(run("sample", "--example", "-o", tmp_path / "ex", "--model", files["model"], "--nfe", "3"),
+                          "exists", "--overwrite")
+    r = run("sample", "--example", "-o", tmp_path / "ex", "--model", files["model"], "--nfe", "3", "--overwrite")
+    assert r.exit_code == 0, r.stderr
     # a bad solver option fails in one line and leaves no example files behind
     assert_one_line_error(run("sample", "--example", "-o", tmp_path / "ex3", "--model", files["model"], "--nfe", "3",
                               "--solver", "heun", "-O", "variable=bogus"), "variable")
     assert not (tmp_path / "ex3").exists() or not any((tmp_path / "ex3").iterdir())
-    monkeypatch.setattr(cresshift.data.photos, "bundled_testset", lambda: tmp_path / "missing")
+    monkeypatch.setattr(samples, "photos_dir", lambda: tmp_path / "missing")
     assert_one_line_error(run("sample", "--example", "-o", tmp_path / "ex2", "--model", files["model"]),
-                          "test tiles are missing")
+                          "example photograph is missing")
+
+
+def test_sample_example_settings(files, tmp_path, monkeypatch):
+    """--example runs EXAMPLE_SETTINGS unless the command line (or the environment) says otherwise."""
+    import cresshift.demo.samples as samples
+
+    save_image(photo(32, 32), tmp_path / "photos" / "astronaut.png")
+    monkeypatch.setattr(samples, "photos_dir", lambda: tmp_path / "photos")
+    r = run("sample", "--example", "-o", tmp_path / "a", "--model", files["model"], "--json")
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert (summary["solver"], summary["nfe_budget"], summary["rho"]) == (
+        samples.EXAMPLE_SETTINGS["solver"], samples.EXAMPLE_SETTINGS["nfe"], samples.EXAMPLE_SETTINGS["rho"])
+    settings = samples.EXAMPLE_SETTINGS
+    assert f"default to {settings['solver']}, {settings['nfe']}, {settings['rho']:g}" in " ".join(
+        run("sample", "--help").stdout.split())
+    r = run("sample", "--example", "-o", tmp_path / "b", "--model", files["model"], "--json", "--solver", "ddim",
+            "--rho", "2", env={"CRESSHIFT_SAMPLE_NFE": "3"})
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert (summary["solver"], summary["nfe_budget"], summary["rho"]) == ("ddim", 3, 2.0)
 
 
 def test_sample_context_pad_option(files, tmp_path):
