@@ -284,9 +284,13 @@ def _check_space(folder: Path, need_bytes: int) -> None:
               help="Mirrored context around the image at every network call, in network pixels "
                    "[default: the model's own: 16 for the bundled models, 0 (as official) otherwise].")
 @click.option("--batch-size", type=click.IntRange(1, None), default=1, show_default=True,
-              help="Consecutive images of one size per network batch.")
+              help="Images of one size per network batch (above 1, inputs are grouped by size first).")
 @click.option("--compile", "compile_", is_flag=True,
               help="Run the network through torch.compile (slow first image; pays off on many same-size images).")
+@click.option("--eager", is_flag=True, help="The plain eager path instead of the fast one (same results "
+              "within float round-off; see README, Speed).")
+@click.option("--cuda-graphs", is_flag=True, help="GPU: replay each network call of one image size from a "
+              "CUDA graph captured once.")
 @_solver_option()
 @click.option("--save-trajectory", is_flag=True,
               help="Also write <name>_trajectory.png: x0_hat at every step, left to right, then the output.")
@@ -296,7 +300,8 @@ def _check_space(folder: Path, need_bytes: int) -> None:
 @_common_options
 def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int, seed: int, schedule: str, model: str,
            preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str, scale: Optional[int],
-           tile: Optional[int], tile_overlap: int, context_pad: Optional[int], batch_size: int, compile_: bool, solver_options: tuple[str, ...],
+           tile: Optional[int], tile_overlap: int, context_pad: Optional[int], batch_size: int, compile_: bool,
+           eager: bool, cuda_graphs: bool, solver_options: tuple[str, ...],
            save_trajectory: bool, overwrite: bool, example: bool, as_json: bool, quiet: bool) -> None:
     """Super-resolve LR images (files, folders or globs) into PNGs.
 
@@ -355,24 +360,28 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int,
     dev = resolve_device(device)
     pipe = load_pipeline(model, preset=preset, autoencoder=autoencoder, device=dev,
                          dtype={"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype],
-                         compile=compile_)
+                         compile=compile_, fast=not eager, cuda_graphs=cuda_graphs)
     if scale is not None and scale != pipe.sf:
         raise CliError(f"the model super-resolves x{pipe.sf}; --scale {scale} does not match it")
     grid = grid_for(solver, pipe.schedule_for(schedule), nfe, rho)  # raises on an impossible grid
+    sizes: list[tuple[int, int]] = [(0, 0)] * len(jobs)
     if not example:
         from PIL import Image
 
         pixels = 0
-        for src, _ in jobs:
+        for k, (src, _) in enumerate(jobs):
             try:
                 with Image.open(src) as im:  # type: ignore[arg-type]
                     pixels += im.size[0] * im.size[1]
+                    sizes[k] = im.size
             except Exception:
                 pass  # load_image reports unreadable files below, in one line
         per = pipe.sf ** 2 * 3 * (1 + (len(grid) + 1) * save_trajectory)
         _check_space(out_dir, pixels * per)
 
-    # Run: consecutive same-size images form a batch; image i uses seed + i (a batch: its first image's).
+    # Run: same-size images form a batch (grouped by size when batches hold more than one image);
+    # image i uses seed + i (a batch: its first image's).
+    order = sorted(range(len(jobs)), key=lambda k: sizes[k]) if batch_size > 1 else list(range(len(jobs)))
     summary: list[dict[str, Any]] = []
     seconds = {"total": 0.0, "network": 0.0}
     nfe_used: set[int] = set()
@@ -384,7 +393,7 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int,
         while i < len(jobs):
             batch: list[tuple[int, torch.Tensor]] = []
             while i < len(jobs) and len(batch) < batch_size:
-                src = jobs[i][0]
+                src = jobs[order[i]][0]
                 img = load_image(src)  # type: ignore[arg-type]
                 if example:
                     hr = img[:, : img.shape[1] // pipe.sf * pipe.sf, : img.shape[2] // pipe.sf * pipe.sf]
@@ -392,7 +401,7 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, nfe: int,
                     example_pair = (hr, img)  # written with the result: a failed run leaves nothing behind
                 if batch and img.shape != batch[0][1].shape:
                     break
-                batch.append((i, img))
+                batch.append((order[i], img))
                 i += 1
             frames: list[torch.Tensor] = []
             big = batch[0][1].shape[-1] * batch[0][1].shape[-2] * len(batch) >= 256 * 256

@@ -125,7 +125,7 @@ def grid_for(solver: str, schedule: Schedule, nfe: Optional[int], rho: float = 1
 def sample(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, solver: str, nfe: Optional[int],
            rho: float = 1.0, x_T: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
            ts: Optional[Sequence[float]] = None, callback: Optional[Callback] = None,
-           **solver_options: Any) -> SampleResult:
+           defer_finite_check: bool = False, **solver_options: Any) -> SampleResult:
     """Sample x0 given the shift target ``y`` with any registered solver, within ``nfe`` network calls.
 
     ``nfe`` is the budget: the solver takes the largest rho-spaced grid (design §6) whose NFE
@@ -137,7 +137,8 @@ def sample(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, solver: s
     is continued exactly (``ExactSchedule``) for ODE/SDE solvers; ``markov`` on a continuous
     schedule runs the chain on eta(k/T). ``callback(dict(i, t, x, x0_hat))`` is called before
     every step. Extra keyword options go to the solver (``variable``, ``lambda_var``, ``noise``,
-    ``rtol``, ``atol`` ...); unknown ones raise.
+    ``rtol``, ``atol`` ...); unknown ones raise. ``defer_finite_check=True`` checks the outputs for
+    NaN/Inf once after the loop instead of after every call (no host sync per step on a GPU).
     """
     spec = _spec(solver)
     if not isinstance(y, torch.Tensor) or not y.is_floating_point():
@@ -189,14 +190,16 @@ def sample(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, solver: s
         z = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
         x_T = y + torch.tensor(float(schedule.kappa) * math.sqrt(eta_start), dtype=y.dtype, device=y.device) * z
 
-    model = CountingDenoiser(denoiser, budget=nfe)
+    model = CountingDenoiser(denoiser, budget=nfe, defer_finite_check=defer_finite_check)
     try:
         x = spec.fn(model, x_T, y, callback=callback, **kwargs)
     except BudgetExceeded as err:
+        model.check_finite()  # a NaN is the cause, if there was one
         if solver == "adaptive":
             raise ValueError(f"adaptive needed more than nfe={nfe} network calls at rtol/atol "
                              f"{kwargs.get('rtol', 1e-5)}/{kwargs.get('atol', 1e-5)}: raise nfe or loosen the tolerances") from err
         raise  # pragma: no cover - fixed-grid solvers never exceed their budget
+    model.check_finite()
     return SampleResult(x=x, nfe=model.calls, ts=grid, solver=solver,
                         options={k: v for k, v in solver_options.items()})
 
