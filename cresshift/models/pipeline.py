@@ -106,6 +106,17 @@ class _TimedNet(nn.Module):
         return out
 
 
+def _check_lr(lr: Any) -> None:
+    """Refuse anything but a finite [B, 3, h, w] tensor of at least 8x8 pixels."""
+    if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or lr.shape[1] != 3:
+        got = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
+        raise ValueError(f"lr must be a [B, 3, h, w] tensor in [-1, 1], got {got}")
+    if min(lr.shape[-2:]) < 8:
+        raise ValueError(f"the LR image is {lr.shape[-1]}x{lr.shape[-2]} px; cresshift needs at least 8x8")
+    if not bool(torch.isfinite(lr).all()):
+        raise ValueError("the LR input contains NaN/Inf")
+
+
 def _mirror_pad(t: torch.Tensor, pads: tuple[int, ...]) -> torch.Tensor:
     """Reflect padding (left, right, top, bottom); edge replication where the image is too small to mirror."""
     mode = "reflect" if max(pads[:2]) < t.shape[-1] and max(pads[2:]) < t.shape[-2] else "replicate"
@@ -240,13 +251,7 @@ class SRPipeline:
 
         ``fast``: the fast path (None: the pipeline's ``fast``) or the plain eager one (False).
         """
-        if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or lr.shape[1] != 3:
-            got = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
-            raise ValueError(f"lr must be a [B, 3, h, w] tensor in [-1, 1], got {got}")
-        if min(lr.shape[-2:]) < 8:
-            raise ValueError(f"the LR image is {lr.shape[-1]}x{lr.shape[-2]} px; cresshift needs at least 8x8")
-        if not bool(torch.isfinite(lr).all()):
-            raise ValueError("the LR input contains NaN/Inf")
+        _check_lr(lr)
         sched = self.schedule_for(schedule)
         context = self.context_pad if context_pad is None else _check_context_pad(context_pad)
         fast = self.fast if fast is None else bool(fast)
