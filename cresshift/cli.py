@@ -303,9 +303,13 @@ def _check_space(folder: Path, need_bytes: int) -> None:
               help="Mirrored context around the image at every network call, in network pixels "
                    "[default: the model's own: 16 for the bundled models, 0 (as official) otherwise].")
 @click.option("--batch-size", type=click.IntRange(1, None), default=1, show_default=True,
-              help="Consecutive images of one size per network batch.")
+              help="Images of one size per network batch (above 1, inputs are grouped by size first).")
 @click.option("--compile", "compile_", is_flag=True,
               help="Run the network through torch.compile (slow first image; pays off on many same-size images).")
+@click.option("--eager", is_flag=True, help="The plain eager path instead of the fast one (same results "
+              "within float round-off; see README, Speed).")
+@click.option("--cuda-graphs", is_flag=True, help="GPU: replay each network call of one image size from a "
+              "CUDA graph captured once.")
 @_solver_option()
 @click.option("--save-trajectory", is_flag=True,
               help="Also write <name>_trajectory.png: x0_hat at every step, left to right, then the output.")
@@ -317,7 +321,8 @@ def _check_space(folder: Path, need_bytes: int) -> None:
 @_common_options
 def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name: Optional[str], nfe: int, seed: int, schedule: str, model: str,
            preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str, scale: Optional[int],
-           tile: Optional[int], tile_overlap: int, context_pad: Optional[int], batch_size: int, compile_: bool, solver_options: tuple[str, ...],
+           tile: Optional[int], tile_overlap: int, context_pad: Optional[int], batch_size: int, compile_: bool,
+           eager: bool, cuda_graphs: bool, solver_options: tuple[str, ...],
            save_trajectory: bool, overwrite: bool, example: bool, as_json: bool, quiet: bool) -> None:
     """Super-resolve LR images (files, folders or globs) into PNGs.
 
@@ -371,12 +376,13 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
     click.get_current_context().with_resource(lock_folder(out_dir))  # held until the command ends
     remove_stale_temps(out_dir, recursive=True)
     _check_outputs(jobs, out_dir, example=example, trajectory=save_trajectory, overwrite=overwrite)
-    pixels = sum(_checked_pixels(src) for src, _ in jobs) if not example else 0  # every input read once, up front
+    # every input read once, up front; its size groups batches
+    sizes = [_checked_size(src) for src, _ in jobs] if not example else [(0, 0)] * len(jobs)
+    pixels = sum(w * h for w, h in sizes)
 
     dev = resolve_device(device)
     pipe = load_pipeline(model, preset=preset, autoencoder=autoencoder, device=dev,
-                         dtype=torch_dtype(dtype),
-                         compile=compile_)
+                         dtype=torch_dtype(dtype), compile=compile_, fast=not eager, cuda_graphs=cuda_graphs)
     if scale is not None and scale != pipe.sf:
         raise CliError(f"the model super-resolves x{pipe.sf}; --scale {scale} does not match it")
     from .models.stored_grids import grid_request
@@ -385,7 +391,9 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
     grid = grid_for(solver, pipe.schedule_for(schedule), nfe, rho, grid_req)  # raises on an impossible grid
     _check_space(out_dir, pixels * pipe.sf ** 2 * 3 * (1 + (len(grid) + 1) * save_trajectory))
 
-    # Run: consecutive same-size images form a batch; image i uses seed + i (a batch: its first image's).
+    # Run: same-size images form a batch (grouped by size when batches hold more than one image);
+    # image i uses seed + i (a batch: its first image's).
+    order = sorted(range(len(jobs)), key=lambda k: sizes[k]) if batch_size > 1 else list(range(len(jobs)))
     summary: list[dict[str, Any]] = []
     seconds = {"total": 0.0, "network": 0.0}
     nfe_used: set[int] = set()
@@ -397,7 +405,7 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
         while i < len(jobs):
             batch: list[tuple[int, torch.Tensor]] = []
             while i < len(jobs) and len(batch) < batch_size:
-                src = jobs[i][0]
+                src = jobs[order[i]][0]
                 img = load_image(src)  # type: ignore[arg-type]
                 if example:
                     hr = img[:, : img.shape[1] // pipe.sf * pipe.sf, : img.shape[2] // pipe.sf * pipe.sf]
@@ -405,7 +413,7 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
                     example_pair = (hr, img)  # written with the result: a failed run leaves nothing behind
                 if batch and img.shape != batch[0][1].shape:
                     break
-                batch.append((i, img))
+                batch.append((order[i], img))
                 i += 1
             frames: list[torch.Tensor] = []
             big = example or batch[0][1].shape[-1] * batch[0][1].shape[-2] * len(batch) >= 256 * 256
@@ -478,12 +486,12 @@ def _check_outputs(jobs: Sequence[tuple[Optional[Path], Path]], out_dir: Path, *
         writable_mode(dst, overwrite=overwrite)  # exists without --overwrite, or read-only: one line
 
 
-def _checked_pixels(src: Optional[Path]) -> int:
-    """Read an input fully (ImageReadError in one line if it is broken); its pixel count."""
+def _checked_size(src: Optional[Path]) -> tuple[int, int]:
+    """Read an input fully (ImageReadError in one line if it is broken); its (width, height)."""
     from .data.io import load_image
 
     img = load_image(src)  # type: ignore[arg-type]
-    return int(img.shape[-1] * img.shape[-2])
+    return int(img.shape[-1]), int(img.shape[-2])
 
 
 def _check_seeds(seed: int, count: int, option: str = "--seed") -> None:

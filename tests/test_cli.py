@@ -172,6 +172,23 @@ def test_sample_batches_same_size_images(files, tmp_path):
     assert torch.equal(load_image(tmp_path / "o" / "x.png"), load_image(tmp_path / "s" / "x.png"))
 
 
+def test_sample_groups_mixed_sizes_into_batches_and_eager_matches(files, tmp_path):
+    src = tmp_path / "in"
+    for name, (h, w) in {"a": (8, 8), "b": (8, 12), "c": (8, 8)}.items():
+        save_image(photo(h, w, 100 + h * w, 50), src / f"{name}.png")
+    r = run("sample", src, "-o", tmp_path / "o", "--model", files["model"], "--nfe", "3", "--batch-size", "2",
+            "--seed", "5", "--json")
+    assert r.exit_code == 0, r.stderr
+    seeds = {Path(i["output"]).stem: i["seed"] for i in json.loads(r.stdout)["images"]}
+    assert seeds == {"a": 5, "c": 5, "b": 6}  # a and c (one size) share a batch; b, input 1, goes alone
+    eager = run("sample", src, "-o", tmp_path / "e", "--model", files["model"], "--nfe", "3", "--batch-size", "2",
+                "--seed", "5", "--eager", "-q")
+    assert eager.exit_code == 0, eager.stderr
+    for name in "abc":
+        diff = load_image(tmp_path / "o" / f"{name}.png") - load_image(tmp_path / "e" / f"{name}.png")
+        assert float(diff.abs().max()) <= 2 / 255 + 1e-6  # 8-bit outputs of paths equal within round-off
+
+
 def test_sample_refuses_to_overwrite(files, tmp_path):
     args = ["sample", files["lr"] / "a.png", "-o", tmp_path, "--model", files["model"], "--nfe", "3", "-q"]
     assert run(*args).exit_code == 0

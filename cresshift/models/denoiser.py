@@ -51,6 +51,7 @@ class NetworkDenoiser:
         self.y = y
         self.clip_denoised = (not latent) if clip_denoised is None else clip_denoised
         self.autocast_dtype = autocast_dtype
+        self._tables: dict[torch.device, torch.Tensor] = {}  # the discrete eta table, per device
 
     def clock(self, t: torch.Tensor) -> torch.Tensor:
         """s = T t - 1 in float64, snapped to the integer chain index within 1e-6."""
@@ -61,7 +62,10 @@ class NetworkDenoiser:
     def eta_of_clock(self, s: torch.Tensor) -> torch.Tensor:
         """eta at clock s (the discrete table's exact value at integer s, if there is one)."""
         if self.discrete is not None:
-            table = torch.as_tensor(self.discrete.etas, dtype=torch.float64, device=s.device)
+            table = self._tables.get(s.device)
+            if table is None:  # copied to the device once, not at every call
+                table = self._tables[s.device] = torch.as_tensor(self.discrete.etas, dtype=torch.float64,
+                                                                 device=s.device)
             is_int = (s == torch.round(s)) & (s >= 0) & (s <= self.discrete.T - 1)
             idx = torch.round(s).clamp(0, self.discrete.T - 1).long()
             return torch.where(is_int, table[idx], self.schedule.eta((s + 1) / self.schedule.T))

@@ -19,6 +19,7 @@ from ..solvers import SampleResult, sample
 from .checkpoints import (CheckpointError, check_state_dict, load_cresshift, load_official_state_dict,
                           save_cresshift)
 from .denoiser import NetworkDenoiser
+from .fastpath import StaticShapeCall, as_channels_last
 from .presets import AUTOENCODER_FACTOR, OFFICIAL_PRESETS, official_config
 from .tiling import tiled_apply
 
@@ -55,17 +56,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _TimedNet(nn.Module):
-    """Wraps the network: tiles its calls and accumulates the time spent in it."""
+def _same_layout(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return t
 
-    def __init__(self, net: nn.Module, tile: Optional[int], overlap: int, multiple: int, context: int = 0) -> None:
+
+class _TimedNet(nn.Module):
+    """Wraps the network: tiles its calls and accumulates the time spent in it.
+
+    ``layout`` maps the network's inputs to the memory order it runs in (outputs come back
+    contiguous); ``call`` replaces ``net(x, s, lq)`` (a ``StaticShapeCall``); ``timed=False`` skips
+    the device synchronisation around every call, and ``seconds`` stays 0.
+    """
+
+    def __init__(self, net: nn.Module, tile: Optional[int], overlap: int, multiple: int, context: int = 0, *,
+                 layout: Callable[[Optional[torch.Tensor]], Optional[torch.Tensor]] = _same_layout,
+                 call: Optional[Callable[..., torch.Tensor]] = None, timed: bool = True) -> None:
         super().__init__()
         self.net, self.tile, self.overlap, self.multiple = net, tile, overlap, multiple
         self.context = context
+        self.layout, self.call, self.timed = layout, call, timed
         self.seconds = 0.0
 
+    def _net(self, x: torch.Tensor, s: torch.Tensor, lq: Optional[torch.Tensor]) -> torch.Tensor:
+        x, lq = self.layout(x), self.layout(lq)
+        if self.call is not None and lq is not None:
+            return self.call(x, s, lq).contiguous()
+        return (self.net(x, s, lq=lq) if lq is not None else self.net(x, s)).contiguous()
+
     def forward(self, x: torch.Tensor, s: torch.Tensor, lq: Optional[torch.Tensor] = None) -> torch.Tensor:
-        _sync(x.device)
+        if self.timed:
+            _sync(x.device)
         t0 = time.perf_counter()
         H, W = x.shape[-2:]
         if self.context:  # mirrored context around the image, kept at the network's multiple
@@ -76,14 +96,25 @@ class _TimedNet(nn.Module):
                 r = lq.shape[-1] // W
                 lq = _mirror_pad(lq, tuple(p * r for p in pads))
 
-        def run(xt: torch.Tensor, lqt: Optional[torch.Tensor]) -> torch.Tensor:
-            return self.net(xt, s, lq=lqt) if lqt is not None else self.net(xt, s)
-        out = tiled_apply(run, x, tile=self.tile, overlap=self.overlap, side_inputs=(lq,), multiple=self.multiple)
+        out = tiled_apply(lambda xt, lqt: self._net(xt, s, lqt), x, tile=self.tile, overlap=self.overlap,
+                          side_inputs=(lq,), multiple=self.multiple)
         if self.context:
             out = out[..., self.context:self.context + H, self.context:self.context + W]
-        _sync(x.device)
-        self.seconds += time.perf_counter() - t0
+        if self.timed:
+            _sync(x.device)
+            self.seconds += time.perf_counter() - t0
         return out
+
+
+def _check_lr(lr: Any) -> None:
+    """Refuse anything but a finite [B, 3, h, w] tensor of at least 8x8 pixels."""
+    if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or lr.shape[1] != 3:
+        got = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
+        raise ValueError(f"lr must be a [B, 3, h, w] tensor in [-1, 1], got {got}")
+    if min(lr.shape[-2:]) < 8:
+        raise ValueError(f"the LR image is {lr.shape[-1]}x{lr.shape[-2]} px; cresshift needs at least 8x8")
+    if not bool(torch.isfinite(lr).all()):
+        raise ValueError("the LR input contains NaN/Inf")
 
 
 def _mirror_pad(t: torch.Tensor, pads: tuple[int, ...]) -> torch.Tensor:
@@ -107,13 +138,24 @@ class SRPipeline:
     crops it off again, so the pixels at the image border are predicted from content on both
     sides as everywhere else, not next to the network's zero padding. The bundled models use 16:
     without it they leave a faint rim along the border of flat tiles.
+
+    ``fast`` (default True; ``run(fast=False)`` for one run) selects the fast execution path,
+    equal to the plain eager one within float round-off: on the CPU the network and the
+    autoencoder run on channels-last activations; on a GPU the sampling loop makes no host
+    synchronisation per step (NaN/Inf are checked once at the end, and ``seconds["network"]``
+    then holds the whole loop, solver arithmetic included). ``cuda_graphs=True`` (GPU, fast path)
+    also replays every network call of one input shape from a CUDA graph captured on first use
+    (``fastpath.StaticShapeCall``; off a GPU the same static-buffer replay runs eagerly).
     """
 
     def __init__(self, net: nn.Module, schedule: Union[ResShiftSchedule, ContinuousSchedule], *,
                  autoencoder: Optional[nn.Module] = None, sf: int = 4, predict: str = "xstart",
                  normalize_input: bool = True, config: Optional[dict[str, Any]] = None,
-                 device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = None) -> None:
+                 device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = None,
+                 fast: bool = True, cuda_graphs: bool = False) -> None:
         self.device = torch.device(device)
+        self.fast, self.cuda_graphs = bool(fast), bool(cuda_graphs)
+        self._graphed: Optional[StaticShapeCall] = None  # the network's captured calls, per input shape
         self.net = net.to(self.device).eval()
         self._forward: nn.Module = self.net  # what run() calls: the network, or its torch.compile'd wrapper
         self.autoencoder = autoencoder.to(self.device).eval() if autoencoder is not None else None
@@ -138,6 +180,7 @@ class SRPipeline:
         the plain weights. ``compile(disable=True)`` goes back to eager.
         """
         self._forward = self.net if kwargs.get("disable") else torch.compile(self.net, **kwargs)
+        self._graphed = None
         return self
 
     @property
@@ -178,19 +221,25 @@ class SRPipeline:
         raise ValueError("this pipeline carries no discrete schedule")
 
     # --- autoencoder ---------------------------------------------------------------------
-    def _encode(self, img: torch.Tensor, tile: Optional[int], overlap: int) -> torch.Tensor:
-        assert self.autoencoder is not None
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            z = tiled_apply(lambda t: self.autoencoder.encode(t), img, tile=tile, overlap=overlap,
-                            out_scale=1 / AUTOENCODER_FACTOR, multiple=AUTOENCODER_FACTOR)
-        return z.float()
+    def _layout(self, fast: bool) -> Callable[[Optional[torch.Tensor]], Optional[torch.Tensor]]:
+        """The activations' memory order on the chosen path: channels-last on the fast CPU path."""
+        return as_channels_last if fast and self.device.type == "cpu" else _same_layout
 
-    def _decode(self, z: torch.Tensor, tile: Optional[int], overlap: int) -> torch.Tensor:
+    def _encode(self, img: torch.Tensor, tile: Optional[int], overlap: int, fast: bool = False) -> torch.Tensor:
         assert self.autoencoder is not None
+        layout = self._layout(fast)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            img = tiled_apply(lambda t: self.autoencoder.decode(t), z, tile=tile, overlap=overlap,
+            z = tiled_apply(lambda t: self.autoencoder.encode(layout(t)), img, tile=tile, overlap=overlap,
+                            out_scale=1 / AUTOENCODER_FACTOR, multiple=AUTOENCODER_FACTOR)
+        return z.float().contiguous()
+
+    def _decode(self, z: torch.Tensor, tile: Optional[int], overlap: int, fast: bool = False) -> torch.Tensor:
+        assert self.autoencoder is not None
+        layout = self._layout(fast)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            img = tiled_apply(lambda t: self.autoencoder.decode(layout(t)), z, tile=tile, overlap=overlap,
                               out_scale=float(AUTOENCODER_FACTOR))
-        return img.float()
+        return img.float().contiguous()
 
     def decode(self, x: torch.Tensor, tile: Optional[int] = None, tile_overlap: int = 16) -> torch.Tensor:
         """Network-space samples (e.g. a step's x0_hat) as image pixels: the autoencoder's decode for latent
@@ -202,54 +251,53 @@ class SRPipeline:
     def run(self, lr: torch.Tensor, *, solver: str = "heun", nfe: int = 15, rho: Optional[float] = None,
             grid: Any = None, seed: Optional[int] = 0, generator: Optional[torch.Generator] = None, schedule: Optional[str] = None,
             tile: Optional[int] = None, tile_overlap: int = 16, callback: Optional[Callable] = None,
-            context_pad: Optional[int] = None, **options: Any) -> SRResult:
+            context_pad: Optional[int] = None, fast: Optional[bool] = None, **options: Any) -> SRResult:
         """Super-resolve ``lr`` and report NFE, grid and seconds (network / solver / autoencoder).
 
-        ``rho`` / ``grid`` choose the time grid as in ``cresshift.sample`` (neither: ``grid="auto"``).
+        ``rho`` / ``grid`` choose the time grid as in ``cresshift.sample`` (neither: ``grid="auto"``);
+        ``fast``: the fast path (None: the pipeline's ``fast``) or the plain eager one (False).
         """
-        if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or lr.shape[1] != 3:
-            got = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
-            raise ValueError(f"lr must be a [B, 3, h, w] tensor in [-1, 1], got {got}")
-        if min(lr.shape[-2:]) < 8:
-            raise ValueError(f"the LR image is {lr.shape[-1]}x{lr.shape[-2]} px; cresshift needs at least 8x8")
-        if not bool(torch.isfinite(lr).all()):
-            raise ValueError("the LR input contains NaN/Inf")
+        _check_lr(lr)
         sched = self.schedule_for(schedule)
         context = self.context_pad if context_pad is None else _check_context_pad(context_pad)
+        fast = self.fast if fast is None else bool(fast)
         h, w = lr.shape[-2:]
         if generator is None and seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        y, lq, ae_seconds = self.shift_target(lr, tile=tile, tile_overlap=tile_overlap)
+        y, lq, ae_seconds = self.shift_target(lr, tile=tile, tile_overlap=tile_overlap, fast=fast)
         secs = {"autoencoder": ae_seconds}
         tile_net = None if tile is None else (tile if self.latent else tile * self.sf)
         overlap_net = tile_overlap if self.latent else tile_overlap * self.sf
 
-        denoiser = self.network_denoiser(y, lq, schedule=sched, tile=tile_net, tile_overlap=overlap_net, context_pad=context)
+        denoiser = self.network_denoiser(y, lq, schedule=sched, tile=tile_net, tile_overlap=overlap_net,
+                                         context_pad=context, fast=fast)
         timed = denoiser.net
+        no_sync = fast and self.device.type == "cuda"
         _sync(self.device)
         t0 = time.perf_counter()
         res = sample(denoiser, y, sched, solver=solver, nfe=nfe, rho=rho, grid=grid, generator=generator,
-                     callback=callback, **options)
+                     callback=callback, defer_finite_check=no_sync, **options)
         _sync(self.device)
         total = time.perf_counter() - t0
-        secs["network"] = timed.seconds
-        secs["solver"] = max(0.0, total - timed.seconds)
+        secs["network"] = total if no_sync else timed.seconds
+        secs["solver"] = 0.0 if no_sync else max(0.0, total - timed.seconds)
 
         out = res.x
         if self.latent:
             t0 = time.perf_counter()
-            out = self._decode(out, tile_net, tile_overlap)
+            out = self._decode(out, tile_net, tile_overlap, fast)
             _sync(self.device)
             secs["autoencoder"] += time.perf_counter() - t0
         sr = out.clamp(-1, 1)[..., : h * self.sf, : w * self.sf]
         return SRResult(sr=sr, nfe=res.nfe, ts=res.ts, seconds=secs, sample=res)
 
-    def shift_target(self, lr: torch.Tensor, *, tile: Optional[int] = None,
-                     tile_overlap: int = 16) -> tuple[torch.Tensor, torch.Tensor, float]:
+    def shift_target(self, lr: torch.Tensor, *, tile: Optional[int] = None, tile_overlap: int = 16,
+                     fast: bool = False) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(y, lq, autoencoder seconds) of an LR batch reflect-padded to ``lr_multiple`` (the official rule).
 
         y is the bicubic x sf upsampled LR (latent models: its encoding, with lq the padded LR;
-        pixel models: lq = y). ``tile`` / ``tile_overlap`` in LR pixels bound the encoder's memory.
+        pixel models: lq = y). ``tile`` / ``tile_overlap`` in LR pixels bound the encoder's memory;
+        ``fast``: the encoder on the fast path's layout.
         """
         lr = lr.to(self.device, torch.float32)
         h, w = lr.shape[-2:]
@@ -261,24 +309,33 @@ class SRPipeline:
             return y_pix, y_pix, 0.0
         _sync(self.device)
         t0 = time.perf_counter()
-        y = self._encode(y_pix, None if tile is None else tile * self.sf, tile_overlap * self.sf)
+        y = self._encode(y_pix, None if tile is None else tile * self.sf, tile_overlap * self.sf, fast)
         _sync(self.device)
         return y, lr, time.perf_counter() - t0
 
     def network_denoiser(self, y: torch.Tensor, lq: Optional[torch.Tensor], *,
                          schedule: Union[None, str, ResShiftSchedule, ContinuousSchedule] = None,
                          tile: Optional[int] = None, tile_overlap: int = 16,
-                         context_pad: Optional[int] = None) -> NetworkDenoiser:
+                         context_pad: Optional[int] = None, fast: bool = False) -> NetworkDenoiser:
         """This model's x0-predictor ``denoiser(x, t) -> x0_hat`` for one batch, as ``run`` samples with it.
 
         ``y`` is the shift target and ``lq`` the network's conditioning (pixel models: both the
         bicubic-upsampled LR, ``upsample_lr``; latent models: y the encoded upsampled LR, lq the
         LR); sizes must already be the network's multiple (``run`` pads). ``schedule``: a name
-        for ``schedule_for`` or a schedule object; ``tile`` / ``tile_overlap`` in network pixels.
+        for ``schedule_for`` or a schedule object; ``tile`` / ``tile_overlap`` in network pixels;
+        ``fast``: the fast path's layout, CUDA graphs (``cuda_graphs``) and no per-call timing on a GPU.
         """
         sched = self.schedule_for(schedule) if schedule is None or isinstance(schedule, str) else schedule
         context = self.context_pad if context_pad is None else _check_context_pad(context_pad)
-        timed = _TimedNet(self._forward, tile, tile_overlap, self.net_multiple, context)
+        on_cuda = self.device.type == "cuda"
+        call = None
+        if fast and self.cuda_graphs:
+            if self._graphed is None:
+                forward = self._forward
+                self._graphed = StaticShapeCall(lambda x, s, lq: forward(x, s, lq=lq))
+            call = self._graphed
+        timed = _TimedNet(self._forward, tile, tile_overlap, self.net_multiple, context, layout=self._layout(fast),
+                          call=call, timed=not (fast and on_cuda))
         return NetworkDenoiser(timed, sched, lq=lq, latent=self.latent, normalize_input=self.normalize_input,
                                predict=self.predict, y=y, autocast_dtype=self.autocast_dtype)
 
@@ -359,7 +416,7 @@ def _looks_like(sd: dict[str, torch.Tensor]) -> str:
 def load_pipeline(name_or_path: Union[str, Path] = "bundled", *, preset: Optional[str] = None,
                   autoencoder: Optional[Union[str, Path]] = None, device: Union[str, torch.device] = "cpu",
                   dtype: Optional[torch.dtype] = None, random_weights: bool = False,
-                  compile: bool = False) -> SRPipeline:
+                  compile: bool = False, fast: bool = True, cuda_graphs: bool = False) -> SRPipeline:
     """Load ``bundled`` / ``bundled-discrete``, a cresshift ``.safetensors`` file, or official weights.
 
     Official ``.pth`` files need ``preset=`` (realsr-x4-v1, realsr-x4-v2, realsr-x4-v3, bicsr-x4) and
@@ -367,10 +424,12 @@ def load_pipeline(name_or_path: Union[str, Path] = "bundled", *, preset: Optiona
     builds the official architecture with random weights (benchmarks, tests); without
     ``random_weights`` a preset name loads the official files that ``cresshift fetch <preset>``
     put in the cache (``cresshift.weights.official_cache_path``), and says so when they are missing. ``compile=True``
-    runs the network through ``torch.compile`` (``SRPipeline.compile``).
+    runs the network through ``torch.compile`` (``SRPipeline.compile``). ``fast`` / ``cuda_graphs``:
+    the execution paths ``SRPipeline`` describes (``fast=False``: the plain eager path).
     """
     pipe = _load(name_or_path, preset=preset, autoencoder=autoencoder, device=device, dtype=dtype,
                  random_weights=random_weights)
+    pipe.fast, pipe.cuda_graphs = bool(fast), bool(cuda_graphs)
     return pipe.compile() if compile else pipe
 
 

@@ -31,7 +31,8 @@ __all__ = ["UNetModelSwin", "ResBlock", "Downsample", "Upsample", "TimestepEmbed
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding [cos | sin] of (possibly fractional) timesteps: [B] -> [B, dim] float32."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half).to(timesteps.device)
+    steps = torch.arange(half, dtype=torch.float32, device=timesteps.device)  # made on the device: no host copy
+    freqs = torch.exp(-math.log(max_period) * steps / half)
     args = timesteps[:, None].float() * freqs[None]
     embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:

@@ -119,7 +119,7 @@ def _check_inputs(y: torch.Tensor, x_T: Optional[torch.Tensor], schedule: Schedu
 def sample(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, solver: str, nfe: Optional[int],
            rho: Optional[float] = None, grid: GridRequest = None, x_T: Optional[torch.Tensor] = None,
            generator: Optional[torch.Generator] = None, ts: Optional[Sequence[float]] = None,
-           callback: Optional[Callback] = None, **options: Any) -> SampleResult:
+           callback: Optional[Callback] = None, defer_finite_check: bool = False, **options: Any) -> SampleResult:
     """Sample x0 given the shift target ``y`` with any registered solver, within ``nfe`` network calls.
 
     ``nfe`` is the budget: the solver takes the largest grid (design §6) whose NFE (design §7)
@@ -131,7 +131,9 @@ def sample(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, solver: s
     stochastic solvers then draw one such tensor per step, in step order. A discrete
     ``ResShiftSchedule`` is continued exactly (``ExactSchedule``) for ODE/SDE solvers.
     ``callback(dict(i, t, x, x0_hat))`` is called before every step. Extra keyword options go
-    to the solver (``SOLVERS[solver].options()``); unknown ones raise.
+    to the solver (``SOLVERS[solver].options()``); unknown ones raise. ``defer_finite_check=True``
+    checks the outputs for NaN/Inf once after the loop instead of after every call (no host sync
+    per step on a GPU).
     """
     spec = _spec(solver)
     _check_inputs(y, x_T, schedule, nfe, rho, grid, ts)
@@ -140,10 +142,12 @@ def sample(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, solver: s
     if x_T is None:
         z = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
         x_T = y + torch.tensor(float(schedule.kappa) * math.sqrt(chain.eta_start), dtype=y.dtype, device=y.device) * z
-    model = CountingDenoiser(denoiser, budget=nfe)
+    model = CountingDenoiser(denoiser, budget=nfe, defer_finite_check=defer_finite_check)
     noise = {"generator": generator} if spec.stochastic else {}
     try:
         x = spec.fn(model, x_T, y, callback=callback, **chain.kwargs, **noise, **kwargs)
     except BudgetExceeded as err:
+        model.check_finite()  # a NaN is the cause, if there was one
         raise ValueError(f"{solver} needed more than nfe={nfe} network calls{spec.budget_hint}") from err
+    model.check_finite()
     return SampleResult(x=x, nfe=model.calls, ts=chain.ts, solver=solver, options=kwargs)

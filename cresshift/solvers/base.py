@@ -63,12 +63,16 @@ class CountingDenoiser:
     """Calls the denoiser with a [B] time tensor, counts every call, checks the output is finite.
 
     ``budget`` (if not None) is a hard cap: call number budget + 1 raises ``BudgetExceeded``.
+    ``defer_finite_check=True`` keeps each call's finiteness as a device flag instead of reading it
+    at once (a host sync per call); ``check_finite()`` then raises for the first bad call.
     """
 
-    def __init__(self, denoiser: Denoiser, budget: Optional[int] = None) -> None:
+    def __init__(self, denoiser: Denoiser, budget: Optional[int] = None, defer_finite_check: bool = False) -> None:
         self.denoiser = denoiser
         self.budget = budget
         self.calls = 0
+        self.defer_finite_check = defer_finite_check
+        self._finite_flags: list[tuple[torch.Tensor, str, float]] = []
 
     def __call__(self, x: torch.Tensor, t: float, step: Any = None) -> torch.Tensor:
         if self.budget is not None and self.calls >= self.budget:
@@ -79,11 +83,29 @@ class CountingDenoiser:
         if not isinstance(x0_hat, torch.Tensor) or x0_hat.shape != x.shape:
             got = tuple(x0_hat.shape) if isinstance(x0_hat, torch.Tensor) else type(x0_hat).__name__
             raise ValueError(f"the denoiser must return x0_hat shaped like x {tuple(x.shape)}, got {got}")
-        if not bool(torch.isfinite(x0_hat).all()):
-            where = f"step {step}" if step is not None else f"call {self.calls}"
-            raise NonFiniteError(f"the denoiser returned NaN/Inf at {where} (t = {float(t):.6g}, "
-                                 f"network call {self.calls}); check the model, its dtype and its inputs")
+        where = f"step {step}" if step is not None else f"call {self.calls}"
+        finite = torch.isfinite(x0_hat).all()
+        if self.defer_finite_check:
+            self._finite_flags.append((finite, where, float(t)))
+        elif not bool(finite):
+            self._raise_non_finite(where, float(t), self.calls)
         return x0_hat
+
+    def check_finite(self) -> None:
+        """Raise ``NonFiniteError`` for the first deferred call whose output was not finite (one host sync)."""
+        if not self._finite_flags:
+            return
+        flags = torch.stack([flag for flag, _, _ in self._finite_flags]).cpu()
+        bad = (~flags).nonzero()
+        if len(bad):
+            call = int(bad[0])
+            _, where, t = self._finite_flags[call]
+            self._raise_non_finite(where, t, call + 1)
+
+    @staticmethod
+    def _raise_non_finite(where: str, t: float, call: int) -> None:
+        raise NonFiniteError(f"the denoiser returned NaN/Inf at {where} (t = {t:.6g}, "
+                             f"network call {call}); check the model, its dtype and its inputs")
 
 
 class Variable:
