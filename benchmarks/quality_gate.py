@@ -2,12 +2,16 @@
 
 Rows: bicubic; the discrete model with the Markov sampler at NFE 15 (the original-ResShift
 baseline); the continuous model with the Markov sampler and with every ODE solver at NFE 15.
-Gate: the baseline beats bicubic in mean PSNR-Y and SSIM-Y, and the best ODE row of the
-continuous model is at least as good as the baseline in both. Writes the table (with the
-settings and versions) to ``--report`` and a side-by-side PNG (LR, bicubic, baseline, best
-ODE solver, HR) to ``--figure``. One seed (0) for the whole batch; LR = ``bicubic_down(HR, 4)``.
+Every comparison is a paired difference over the same tiles and seeds with its 95 % bootstrap
+interval over tiles, seeds nested (``cresshift/stats.py``); it is a *win* only when the
+interval lies above zero, a *loss* only when it lies below. Gate: the baseline wins against
+bicubic in mean PSNR-Y and SSIM-Y, and the best ODE row of the continuous model (the highest
+mean PSNR-Y) loses to the baseline in neither. Writes the table (with the settings and
+versions) to ``--report`` and a side-by-side PNG (LR, bicubic, baseline, best ODE solver, HR)
+to ``--figure``. Seed ``seed + k`` for the whole batch in draw k of ``--seeds K``; LR =
+``bicubic_down(HR, 4)``.
 
-    python benchmarks/quality_gate.py --figure docs/figures/bundled_side_by_side.png
+    python benchmarks/quality_gate.py --seeds 4 --figure docs/figures/bundled_side_by_side.png
 """
 from __future__ import annotations
 
@@ -17,11 +21,13 @@ import platform
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cresshift.data.io import bicubic_down, list_images, load_image
 from cresshift.metrics import LPIPSMetric, psnr_y, ssim_y
 from cresshift.models.pipeline import bundled_path, load_pipeline, upsample_lr
+from cresshift.stats import Difference, mean_interval, paired_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 #: (solver, rho) rows for the continuous model; rho = 1 is the uniform grid t_k = k/T (design §6)
@@ -29,13 +35,14 @@ ODE_ROWS = [("euler", 1.0), ("euler", 4.0), ("euler", -8.0), ("heun", 1.0), ("he
             ("ddim", 1.0), ("ddim", 2.0), ("ddim", 4.0), ("dpmpp-2m", 1.0), ("dpmpp-2m", 4.0), ("dpmpp-3m", 1.0)]
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--discrete", default="bundled-discrete", help="baseline model (discrete t)")
     ap.add_argument("--continuous", default="bundled", help="continuous-t model")
     ap.add_argument("--tiles", default=str(bundled_path("bundled").parent / "testset"))
     ap.add_argument("--nfe", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=1, help="noise draws K (seed, seed + 1, ...), the same in every row")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--report", default=str(ROOT / "benchmarks" / "logs" / "quality_gate.md"))
     ap.add_argument("--figure", default=None)
@@ -47,6 +54,47 @@ def main() -> int:
     args = ap.parse_args()
     if args.context_pad is not None and args.context_pad < 0:
         ap.error(f"--context-pad must be >= 0, got {args.context_pad}")
+    if args.seeds < 1:
+        ap.error(f"--seeds must be >= 1, got {args.seeds}")
+    return args
+
+
+def sample_rows(disc, cont, lr: torch.Tensor, bic: torch.Tensor, args: argparse.Namespace) -> list[tuple]:
+    """(model, solver, rho, NFE, [SR batch per draw]) for every row; bicubic repeats its one output."""
+    ctx = {"context_pad": args.context_pad}
+    cctx = {**ctx, "schedule": args.continuous_schedule}
+    specs = [("discrete (baseline)", disc, "markov", None, ctx), ("continuous", cont, "markov", None, cctx)]
+    specs += [("continuous", cont, solver, rho, cctx) for solver, rho in ODE_ROWS]
+    rows = [("bicubic", "-", "-", 0, [bic] * args.seeds)]
+    for name, pipe, solver, rho, kw in specs:
+        runs = [pipe.run(lr, solver=solver, nfe=args.nfe, rho=1.0 if rho is None else rho, seed=args.seed + k, **kw)
+                for k in range(args.seeds)]
+        rows.append((name, solver, "-" if rho is None else f"{rho:g}", runs[0].nfe, [r.sr.cpu() for r in runs]))
+    return rows
+
+
+def grids(srs: list[torch.Tensor], hr: torch.Tensor, lpips: LPIPSMetric) -> dict[str, np.ndarray]:
+    """Per metric the values[tile, draw] of one row."""
+    out = {"psnr_y": np.stack([psnr_y(sr, hr).numpy() for sr in srs], 1),
+           "ssim_y": np.stack([ssim_y(sr, hr).numpy() for sr in srs], 1)}
+    if lpips.available:
+        out["lpips"] = np.stack([lpips(sr, hr).double().cpu().numpy() for sr in srs], 1)
+    return out
+
+
+def verdict(d: Difference, higher_is_better: bool = True) -> str:
+    """win / loss when the interval excludes zero (in the metric's better direction), else no significant difference."""
+    if not d.significant:
+        return "no significant difference"
+    return "win" if (d.mean > 0) == higher_is_better else "loss"
+
+
+def diff_text(d: Difference, digits: int, unit: str = "") -> str:
+    return f"{d.mean:+.{digits}f}{unit} [{d.lo:+.{digits}f}, {d.hi:+.{digits}f}]"
+
+
+def main() -> int:
+    args = parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     paths = list_images([args.tiles])
     hr = torch.stack([load_image(p) for p in paths])
@@ -55,63 +103,73 @@ def main() -> int:
     disc = load_pipeline(args.discrete, device=args.device)
     cont = load_pipeline(args.continuous, device=args.device)
     lpips = LPIPSMetric("alex", device=args.device)
-
-    ctx = {"context_pad": args.context_pad}
-    rows: list[tuple[str, str, str, int, torch.Tensor]] = [("bicubic", "-", "-", 0, bic)]
-    r = disc.run(lr, solver="markov", nfe=args.nfe, seed=args.seed, **ctx)
-    rows.append(("discrete (baseline)", "markov", "-", r.nfe, r.sr.cpu()))
-    cctx = {**ctx, "schedule": args.continuous_schedule}
-    r = cont.run(lr, solver="markov", nfe=args.nfe, seed=args.seed, **cctx)
-    rows.append(("continuous", "markov", "-", r.nfe, r.sr.cpu()))
-    for solver, rho in ODE_ROWS:
-        r = cont.run(lr, solver=solver, nfe=args.nfe, rho=rho, seed=args.seed, **cctx)
-        rows.append(("continuous", solver, f"{rho:g}", r.nfe, r.sr.cpu()))
-
-    lp_head = f" {lpips.name} |" if lpips.available else ""
-    lines = [f"{len(paths)} held-out test tiles (64x64 HR, x4) from {Path(args.tiles).name}/; NFE {args.nfe}; "
-             f"seed {args.seed}; mirrored border context {disc.context_pad if args.context_pad is None else args.context_pad} / "
-             f"{cont.context_pad if args.context_pad is None else args.context_pad} px (discrete / continuous); "
-             + (f"continuous rows on the {args.continuous_schedule} schedule; " if args.continuous_schedule else "")
-             + f"PSNR-Y / SSIM-Y on uint8-rounded Y (design §8)"
-             + ("" if lpips.available else f"; LPIPS not computed ({lpips.reason})"), "",
-             f"| model | solver | rho | NFE | PSNR-Y (dB) | SSIM-Y |{lp_head}",
-             "|---|---|---|---|---|---|" + ("---|" if lpips.available else "")]
-    scores = []
-    for name, solver, rho, nfe, sr in rows:
-        p, s = float(psnr_y(sr, hr).mean()), float(ssim_y(sr, hr).mean())
-        extra = f" {float(lpips(sr, hr).mean()):.4f} |" if lpips.available else ""
-        scores.append((name, solver, rho, p, s, sr))
-        lines.append(f"| {name} | {solver} | {rho} | {nfe} | {p:.3f} | {s:.4f} |{extra}")
-    bp, bs = scores[0][3], scores[0][4]
-    base_p, base_s = scores[1][3], scores[1][4]
-    best = max(scores[3:], key=lambda x: (x[3], x[4]))
-    gate1 = base_p > bp and base_s > bs
-    gate2 = best[3] >= base_p and best[4] >= base_s
-    lines += ["", f"baseline (discrete, markov@{args.nfe}) vs bicubic: PSNR-Y {base_p - bp:+.3f} dB, "
-              f"SSIM-Y {base_s - bs:+.4f} -> {'PASS' if gate1 else 'FAIL'}",
-              f"best ODE solver of the continuous model ({best[1]}, rho {best[2]}) vs baseline: PSNR-Y "
-              f"{best[3] - base_p:+.3f} dB, SSIM-Y {best[4] - base_s:+.4f} -> {'PASS' if gate2 else 'FAIL'}"]
-    text = "\n".join(lines)
+    rows = sample_rows(disc, cont, lr, bic, args)
+    scores = [(name, solver, rho, nfe, grids(srs, hr, lpips), srs[0]) for name, solver, rho, nfe, srs in rows]
+    text, gates = report(scores, lpips, args, len(paths), disc, cont)
     print(text)
     if args.report:
-        meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "args": vars(args),
-                "tiles": [p.name for p in paths],
-                "models": {k: {"file": str(p.config.get("training", {}).get("settings", {}).get("out", "")),
-                               "training": p.config.get("training")} for k, p in
-                           (("discrete", disc), ("continuous", cont))},
-                "versions": {"torch": torch.__version__, "python": platform.python_version()}}
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(f"# Quality gate of the bundled models\n\n{text}\n\n<details><summary>settings and "
-                                     f"versions</summary>\n\n```json\n{json.dumps(meta, indent=1, default=str)}\n```\n"
-                                     f"</details>\n")
-        print(f"wrote {args.report}")
+        write_report(args, text, paths, disc, cont)
     if args.figure:
+        best = gates["best"]
         write_figure(args.figure, [("LR (nearest)", torch.nn.functional.interpolate(lr, scale_factor=4, mode="nearest")),
                                        ("bicubic", bic), (f"baseline: markov@{args.nfe}", scores[1][5]),
                                        (f"continuous: {best[1]} rho={best[2]}@{args.nfe}", best[5]), ("HR", hr)],
                      hr, [p.stem for p in paths])
         print(f"wrote {args.figure}")
-    return 0 if gate1 and gate2 else 1
+    return 0 if gates["pass"] else 1
+
+
+def report(scores: list[tuple], lpips: LPIPSMetric, args: argparse.Namespace, n_tiles: int, disc, cont
+           ) -> tuple[str, dict]:
+    """The Markdown table (mean ± half the 95 % interval, paired PSNR-Y difference to the baseline) and the gate lines."""
+    pad = lambda p: p.context_pad if args.context_pad is None else args.context_pad
+    lp_head = f" {lpips.name} |" if lpips.available else ""
+    lines = [f"{n_tiles} held-out test tiles (64x64 HR, x4) from {Path(args.tiles).name}/; NFE {args.nfe}; "
+             f"seeds {args.seed}..{args.seed + args.seeds - 1} (the same in every row); mirrored border context "
+             f"{pad(disc)} / {pad(cont)} px (discrete / continuous); "
+             + (f"continuous rows on the {args.continuous_schedule} schedule; " if args.continuous_schedule else "")
+             + "PSNR-Y / SSIM-Y on uint8-rounded Y (design §8); ± is half the width of the 95 % percentile bootstrap "
+             "interval over tiles (seeds nested); Δ is the paired difference to the baseline (same tiles and seeds) "
+             "with its 95 % interval, * where it excludes zero"
+             + ("" if lpips.available else f"; LPIPS not computed ({lpips.reason})"), "",
+             f"| model | solver | rho | NFE | PSNR-Y (dB) | SSIM-Y |{lp_head} Δ PSNR-Y vs baseline (dB) |",
+             "|---|---|---|---|---|---|" + ("---|" if lpips.available else "") + "---|"]
+    base = scores[1][4]
+    for i, (name, solver, rho, nfe, g, _) in enumerate(scores):
+        p, s = mean_interval(g["psnr_y"]), mean_interval(g["ssim_y"])
+        extra = f" {mean_interval(g['lpips']).mean:.4f} ± {mean_interval(g['lpips']).half_width:.4f} |" \
+            if "lpips" in g else ""
+        d = paired_difference(g["psnr_y"], base["psnr_y"])
+        delta = "" if i == 1 else diff_text(d, 3) + (" *" if d.significant else "")
+        lines.append(f"| {name} | {solver} | {rho} | {nfe} | {p.mean:.3f} ± {p.half_width:.3f} | "
+                     f"{s.mean:.4f} ± {s.half_width:.4f} |{extra} {delta} |")
+    bic = scores[0][4]
+    best = max(scores[3:], key=lambda x: (x[4]["psnr_y"].mean(), x[4]["ssim_y"].mean()))
+    gate_lines, passed = [], []
+    for what, row, ref, rule in ((f"baseline (discrete, markov@{args.nfe}) vs bicubic", base, bic, "win"),
+                                 (f"best ODE solver of the continuous model ({best[1]}, rho {best[2]}) vs baseline",
+                                  best[4], base, "no loss")):
+        dp, ds = paired_difference(row["psnr_y"], ref["psnr_y"]), paired_difference(row["ssim_y"], ref["ssim_y"])
+        verdicts = [verdict(dp), verdict(ds)]
+        ok = all(v == "win" for v in verdicts) if rule == "win" else "loss" not in verdicts
+        passed.append(ok)
+        gate_lines.append(f"{what}: PSNR-Y {diff_text(dp, 3, ' dB')} ({verdicts[0]}), SSIM-Y {diff_text(ds, 4)} "
+                          f"({verdicts[1]}) -> {'PASS' if ok else 'FAIL'} (needs: {rule})")
+    lines += ["", *gate_lines]
+    return "\n".join(lines), {"pass": all(passed), "best": best}
+
+
+def write_report(args: argparse.Namespace, text: str, paths: list[Path], disc, cont) -> None:
+    meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "args": vars(args),
+            "tiles": [p.name for p in paths],
+            "models": {k: {"file": str(p.config.get("training", {}).get("settings", {}).get("out", "")),
+                           "training": p.config.get("training")} for k, p in (("discrete", disc), ("continuous", cont))},
+            "versions": {"torch": torch.__version__, "python": platform.python_version()}}
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report).write_text(f"# Quality gate of the bundled models\n\n{text}\n\n<details><summary>settings and "
+                                 f"versions</summary>\n\n```json\n{json.dumps(meta, indent=1, default=str)}\n```\n"
+                                 f"</details>\n")
+    print(f"wrote {args.report}")
 
 
 def write_figure(path: str, cols: list[tuple[str, torch.Tensor]], hr: torch.Tensor,

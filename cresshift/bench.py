@@ -6,7 +6,14 @@ NFE = T on the baseline model's discrete chain), then Euler and Heun for rho in
 
 Seeds: image ``i`` of the sorted dataset (its index before ``limit`` and sharding) runs with
 seed ``seed + i`` in every row, one image per pipeline call, so rows differ only by the solver
-and no result depends on ``limit``, on the number of processes or on an interruption.
+and no result depends on ``limit``, on the number of processes or on an interruption. With
+``seeds = K`` every image runs K times (draws k = 0..K-1; draw 0 is ``seed + i``, draw k > 0 a
+hash of (seed, i, k): ``draw_seed``), the same K seeds in every row.
+
+Uncertainty (``cresshift/stats.py``): every metric cell is the mean with a 95 % percentile
+bootstrap interval over images (seeds nested), and every row is compared with the Baseline
+row by the paired bootstrap of the per-(image, seed) differences; a cell is marked ``*`` when
+that interval excludes zero.
 
 Resumable: every (row, image) result is appended to ``OUT/results.jsonl`` (rank r > 0:
 ``results.rank<r>.jsonl``) as soon as it is computed, flushed and fsynced; a rerun with the
@@ -35,7 +42,7 @@ from .runtime import Distributed, resolve_device, torch_dtype, versions
 
 __all__ = ["Row", "BenchSettings", "Item", "BenchResult", "Plan", "TABLE1_RHOS", "TABLE1_SOLVERS", "TABLE1_NFE",
            "table1_rows", "sweep_rows", "check_rows", "dataset", "bundled_testset", "load_pipelines", "plan",
-           "run_bench", "summarize", "write_outputs", "to_markdown", "to_csv", "METRICS"]
+           "run_bench", "summarize", "write_outputs", "to_markdown", "to_csv", "METRICS", "draw_seed"]
 
 TABLE1_SOLVERS = ("euler", "heun")
 TABLE1_RHOS = (1.0, 4.0, 8.0, -4.0, -8.0)
@@ -183,12 +190,23 @@ def dataset(hr: str, lr: Optional[str] = None, *, limit: Optional[int] = None, s
             if stem not in lrs:
                 raise ValueError(f"no LR image for HR {name!r} in {lr} (pairs match by file name, any extension)")
             lr_path = str(lrs[stem])
-        items.append(Item(i, name, str(p), lr_path, int(seed) + i))
+        items.append(Item(i, name, str(p), lr_path, draw_seed(seed, i, 0)))
     if limit is not None:
         if limit < 1:
             raise ValueError(f"--limit must be at least 1, got {limit}")
         items = items[:limit]
     return items
+
+
+def draw_seed(seed: int, index: int, draw: int) -> int:
+    """Noise seed of draw ``draw`` of image ``index``: seed + index for draw 0, else a 63-bit hash of all three.
+
+    It depends on nothing else (not the row, the limit or the process), so rows stay paired.
+    """
+    if draw == 0:
+        return int(seed) + int(index)
+    digest = hashlib.sha256(f"cresshift-bench:{int(seed)}:{int(index)}:{int(draw)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def load_item(item: Item, sf: int) -> tuple[Any, Any]:
@@ -220,6 +238,7 @@ class BenchSettings:
     lr: Optional[str] = None
     limit: Optional[int] = None
     seed: int = 0
+    seeds: int = 1                     # noise draws per image (K); not part of the identity: more draws extend a run
     schedule: str = "default"
     lpips_net: str = "alex"
     lpips_backbone: Optional[str] = None
@@ -308,11 +327,11 @@ class RecordStore:
     def files(self) -> list[Path]:
         return [] if self.out is None else sorted(self.out.glob("results*.jsonl"))
 
-    def load(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """Every complete record in ``out`` (a line cut short by a kill is ignored), first one wins."""
+    def load(self) -> dict[tuple[str, str, int], dict[str, Any]]:
+        """Every complete record in ``out`` by (row, image, draw) (a line cut short by a kill is ignored), first one wins."""
         from .data.io import restore_nonfinite
 
-        done: dict[tuple[str, str], dict[str, Any]] = {}
+        done: dict[tuple[str, str, int], dict[str, Any]] = {}
         for f in self.files():
             for line in f.read_text(encoding="utf-8").splitlines():
                 try:
@@ -320,7 +339,7 @@ class RecordStore:
                 except json.JSONDecodeError:
                     continue
                 if isinstance(rec, dict) and "row" in rec and "image" in rec:
-                    done.setdefault((rec["row"], rec["image"]), rec)
+                    done.setdefault(_record_key(rec), rec)
         return done
 
     def append(self, record: dict[str, Any]) -> None:
@@ -338,6 +357,10 @@ class RecordStore:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def _record_key(rec: dict[str, Any]) -> tuple[str, str, int]:
+    return rec["row"], rec["image"], int(rec.get("draw", 0))
 
 
 # --- the sweep ---------------------------------------------------------------------------------
@@ -476,23 +499,25 @@ def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Option
             _prepare_out(settings, store, dist)
         done = store.load()
 
-        # The work: every (image, row) of this rank's shard that is not done yet.
-        total = len(shard) * len(p.rows)
-        finished = sum((r.key, it.name) in done for it in shard for r in p.rows)
+        # The work: every (image, draw, row) of this rank's shard that is not done yet.
+        draws = range(settings.seeds)
+        total = len(shard) * len(draws) * len(p.rows)
+        finished = sum((r.key, it.name, k) in done for it in shard for k in draws for r in p.rows)
         if finished:
             log(f"resuming: {finished} of {total} results are already in {store.out}")
         if progress:
             progress(finished, total, "")
         new: list[dict[str, Any]] = []
-        for item in shard:
-            todo = [r for r in p.rows if (r.key, item.name) not in done]
+        for item, k in ((it, k) for it in shard for k in draws):
+            todo = [r for r in p.rows if (r.key, item.name, k) not in done]
             if not todo:
                 continue
             lr, hr = load_item(item, p.sf)
+            seed = draw_seed(settings.seed, item.index, k)
             for row in todo:
                 t0 = time.perf_counter()
                 grid, rho = row_grid(row, settings.model, p.pipe(row).schedule_for(row.schedule or settings.schedule))
-                res = p.pipe(row).run(lr[None], solver=row.solver, nfe=row.nfe, rho=rho, grid=grid, seed=item.seed,
+                res = p.pipe(row).run(lr[None], solver=row.solver, nfe=row.nfe, rho=rho, grid=grid, seed=seed,
                                       schedule=row.schedule or settings.schedule, tile=settings.tile,
                                       context_pad=settings.context_pad, **dict(row.options))
                 seconds = time.perf_counter() - t0
@@ -501,8 +526,8 @@ def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Option
                     raise ValueError(f"the SR of {item.name} is {sr.shape[-1]}x{sr.shape[-2]} px but its HR is "
                                      f"{hr.shape[-1]}x{hr.shape[-2]} px")
                 vals = evaluate_pair(sr, hr[None], lpips, crop_border=settings.crop_border)
-                rec = {"row": row.key, "image": item.name, "index": item.index, "seed": item.seed,
-                       "nfe": int(res.nfe), "seconds": seconds,
+                rec = {"row": row.key, "image": item.name, "index": item.index, "seed": seed,
+                       **({"draw": k} if k else {}), "nfe": int(res.nfe), "seconds": seconds,
                        "seconds_split": {k: float(v) for k, v in res.seconds.items()}}
                 for key, *_ in METRICS:
                     rec[key] = float(vals[key][0]) if key in vals else None
@@ -510,7 +535,7 @@ def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Option
                 new.append(rec)
                 finished += 1
                 if progress:
-                    progress(finished, total, f"{item.name}: {row.describe()}")
+                    progress(finished, total, f"{item.name}{f' #{k}' if k else ''}: {row.describe()}")
 
         # Merge on rank 0.
         gathered = dist.gather(new)
@@ -519,16 +544,20 @@ def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Option
         merged = dict(done)
         for part in gathered:
             for rec in part:
-                merged.setdefault((rec["row"], rec["image"]), rec)
-        records = [merged[(r.key, it.name)] for r in p.rows for it in p.items if (r.key, it.name) in merged]
+                merged.setdefault(_record_key(rec), rec)
+        records = [merged[(r.key, it.name, k)] for r in p.rows for it in p.items for k in draws
+                   if (r.key, it.name, k) in merged]
         meta = {"settings": asdict(settings), "data": p.hr, "rows": [asdict(r) for r in p.rows],
                 "images": [asdict(it) for it in p.items], "versions": versions(), "device": _device_info(p.device),
                 "world_size": dist.world, "sf": p.sf,
                 "lpips": {"name": lpips.name, "available": lpips.available, "reason": lpips.reason},
                 "conventions": conventions(settings.crop_border, lpips if lpips.available else None),
                 "models": {"model": settings.model, "baseline": baseline_name(settings, p.pipelines)},
-                "seeds": "image i of the sorted dataset (before --limit and sharding) uses seed + i in every row"}
-        result = BenchResult(table=summarize(p.rows, records, p.items), records=records, items=p.items, rows=p.rows,
+                "seeds": "image i of the sorted dataset (before --limit and sharding) uses seed + i in every row; "
+                         "draw k > 0 of it (--seeds) uses draw_seed(seed, i, k)",
+                "intervals": INTERVALS_NOTE}
+        result = BenchResult(table=summarize(p.rows, records, p.items, seeds=settings.seeds), records=records,
+                             items=p.items, rows=p.rows,
                              notes=notes, meta=meta, lpips_name=lpips.name,
                              computed=sum(len(part) for part in gathered))
         if store.out is not None:
@@ -538,22 +567,32 @@ def run_bench(settings: BenchSettings, rows: Sequence[Row], *, pipelines: Option
         dist.close()
 
 
-def summarize(rows: Sequence[Row], records: Iterable[dict[str, Any]], items: Sequence[Item]) -> list[dict[str, Any]]:
-    """Mean of every metric per row over the images, NFE actually used, compute seconds and images/s.
+INTERVALS_NOTE = ("± is half the width of the 95 % percentile bootstrap interval over images (seeds nested); "
+                  "* marks a paired difference to the Baseline row (same images and seeds) whose 95 % paired "
+                  "bootstrap interval excludes zero")
 
-    LPIPS is None (shown "n/a") unless every image of the row has it.
+
+def summarize(rows: Sequence[Row], records: Iterable[dict[str, Any]], items: Sequence[Item], *,
+              seeds: int = 1) -> list[dict[str, Any]]:
+    """Mean of every metric per row over the images and ``seeds`` draws, NFE actually used, compute seconds, images/s.
+
+    LPIPS is None (shown "n/a") unless every image of the row has it. Complete rows also get
+    ``<metric>_ci`` (the 95 % bootstrap interval) and, beside a Baseline row, ``vs_baseline``:
+    per metric the mean paired difference row - Baseline, its interval and whether it excludes 0.
     """
     by_row: dict[str, list[dict[str, Any]]] = {}
     for rec in records:
         by_row.setdefault(rec["row"], []).append(rec)
     names = {it.name for it in items}
     table = []
+    grids: dict[str, dict[str, Any]] = {}
     for row in rows:
-        recs = [r for r in by_row.get(row.key, []) if r["image"] in names]
+        recs = [r for r in by_row.get(row.key, []) if r["image"] in names and int(r.get("draw", 0)) < seeds]
         n = len(recs)
         entry: dict[str, Any] = {"label": row.label, "solver": row.solver, "rho": row.rho, "nfe_budget": row.nfe,
                                  "schedule": row.schedule, "options": dict(row.options), "baseline": row.baseline,
-                                 "images": n, "complete": n == len(items)}
+                                 "images": len({r["image"] for r in recs}), "samples": n,
+                                 "complete": n == len(items) * seeds}
         used = sorted({int(r["nfe"]) for r in recs})
         entry["nfe"] = used[0] if len(used) == 1 else (f"{used[0]}-{used[-1]}" if used else None)
         for key, *_ in METRICS:
@@ -562,8 +601,53 @@ def summarize(rows: Sequence[Row], records: Iterable[dict[str, Any]], items: Seq
         secs = sum(float(r["seconds"]) for r in recs)
         entry["seconds"] = secs
         entry["images_per_s"] = (n / secs) if secs > 0 else None
+        grids[row.key] = _metric_grids(recs, items, seeds) if entry["complete"] else {}
+        for key, *_ in METRICS:
+            ci = _interval(grids[row.key].get(key))
+            entry[f"{key}_ci"] = None if ci is None else [ci.lo, ci.hi]
         table.append(entry)
+    base = next((r for r in rows if r.baseline), None)
+    for row, entry in zip(rows, table):
+        if base is not None and row is not base:
+            entry["vs_baseline"] = {key: _difference(grids[row.key].get(key), grids[base.key].get(key))
+                                    for key, *_ in METRICS}
     return table
+
+
+def _metric_grids(recs: Sequence[dict[str, Any]], items: Sequence[Item], seeds: int) -> dict[str, Any]:
+    """Per metric the values[image, draw] array of a complete row (metrics some image lacks are left out)."""
+    import numpy as np
+
+    at = {(r["image"], int(r.get("draw", 0))): r for r in recs}
+    grids = {}
+    for key, *_ in METRICS:
+        vals = [[at[(it.name, k)].get(key) for k in range(seeds)] for it in items]
+        if all(v is not None for row in vals for v in row):
+            grids[key] = np.asarray(vals, dtype=np.float64)
+    return grids
+
+
+def _interval(grid: Any) -> Any:
+    """The 95 % bootstrap interval of a grid's mean (None without a grid or with an infinite value)."""
+    import numpy as np
+
+    from .stats import mean_interval
+
+    if grid is None or not np.isfinite(grid).all():
+        return None
+    return mean_interval(grid)
+
+
+def _difference(grid: Any, base: Any) -> Optional[dict[str, Any]]:
+    """{"diff", "ci", "significant"}: the paired difference grid - base, or None where either is missing."""
+    import numpy as np
+
+    from .stats import paired_difference
+
+    if grid is None or base is None or not (np.isfinite(grid).all() and np.isfinite(base).all()):
+        return None
+    d = paired_difference(grid, base)
+    return {"diff": d.mean, "ci": [d.lo, d.hi], "significant": d.significant}
 
 
 # --- writers -----------------------------------------------------------------------------------
@@ -582,9 +666,19 @@ def headings(lpips_name: str) -> list[str]:
 def table_cells(entry: dict[str, Any]) -> list[str]:
     """The formatted cells of one row (as in table.md and the terminal)."""
     cells = [entry["label"], "" if entry["rho"] is None else f"{entry['rho']:g}", str(entry["nfe"])]
-    cells += [_fmt(entry[k], d) for k, _, _, d in METRICS]
+    cells += [_metric_cell(entry, k, d) for k, _, _, d in METRICS]
     cells += [f"{entry['seconds']:.2f}", _fmt(entry["images_per_s"], 2)]
     return cells
+
+
+def _metric_cell(entry: dict[str, Any], key: str, digits: int) -> str:
+    """``mean ± half-width of the 95 % interval``, `` *`` when the paired difference to the Baseline excludes 0."""
+    text = _fmt(entry[key], digits)
+    ci = entry.get(f"{key}_ci")
+    if ci is not None and entry[key] is not None and not math.isinf(entry[key]):
+        text += f" ± {(ci[1] - ci[0]) / 2:.{digits}f}"
+    diff = (entry.get("vs_baseline") or {}).get(key)
+    return text + (" *" if diff and diff["significant"] else "")
 
 
 def to_markdown(result: BenchResult) -> str:
@@ -600,11 +694,14 @@ def footer(result: BenchResult) -> list[str]:
     data = s["hr"] or "the bundled held-out tiles"
     lines = [f"{len(result.items)} images from {data}" + (f" (LR from {s['lr']})" if s["lr"] else
                                                             f" (LR by bicubic x{result.meta['sf']})")
-             + f"; seed {s['seed']} + image index; device {result.meta['device']['device']}.",
+             + f"; seed {s['seed']} + image index" + (f", {s['seeds']} noise seeds per image (the same in every row)"
+                                                       if s.get("seeds", 1) > 1 else "")
+             + f"; device {result.meta['device']['device']}.",
              "NFE is the number of network calls each row used; time is compute seconds summed over images.",
              f"PSNR / SSIM on the 8-bit-quantised images (Y: BT.601), "
              f"{'crop ' + str(s['crop_border']) + ' px' if s.get('crop_border') else 'no border crop'}; "
-             f"LPIPS on the float images in [-1, 1]."]
+             f"LPIPS on the float images in [-1, 1].",
+             result.meta.get("intervals", INTERVALS_NOTE) + "."]
     if any(r.baseline for r in result.rows):
         lines.append(f"Baseline: the Markov sampler at NFE = T on {result.meta['models'].get('baseline')} "
                      f"(its discrete chain).")
@@ -619,9 +716,16 @@ def to_csv(result: BenchResult) -> str:
     w = csv.writer(buf, lineterminator="\n")
     keys = ["label", "solver", "rho", "nfe", "nfe_budget", "lpips", "ssim_y", "psnr_y", "psnr_rgb", "images",
             "seconds", "images_per_s", "schedule", "options"]
-    w.writerow(keys)
+    extra = [f"{m}_{part}" for m, *_ in METRICS for part in ("lo", "hi", "diff", "diff_lo", "diff_hi", "significant")]
+    w.writerow(keys + ["samples"] + extra)
     for e in result.table:
-        w.writerow(["" if e[k] is None else (json.dumps(e[k]) if isinstance(e[k], dict) else e[k]) for k in keys])
+        row = ["" if e[k] is None else (json.dumps(e[k]) if isinstance(e[k], dict) else e[k]) for k in keys]
+        row.append(e.get("samples", e["images"]))
+        for m, *_ in METRICS:
+            diff = (e.get("vs_baseline") or {}).get(m)
+            row += e.get(f"{m}_ci") or ["", ""]
+            row += [diff["diff"], *diff["ci"], int(diff["significant"])] if diff else ["", "", "", ""]
+        w.writerow(row)
     return buf.getvalue()
 
 
@@ -640,20 +744,22 @@ def _plots(result: BenchResult, out: Path) -> tuple[list[str], Optional[str]]:
         if all(e[key] is None for e in result.table):
             continue
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        series: dict[str, list[tuple[int, float]]] = {}
+        series: dict[str, list[tuple[int, float, float, float]]] = {}
         for e in result.table:
             if e[key] is None or not isinstance(e["nfe"], int):
                 continue
             label = "Baseline (markov)" if e["baseline"] else \
                 e["solver"] + ("" if e["rho"] is None else f" ρ={e['rho']:g}")
-            series.setdefault(label, []).append((e["nfe"], e[key]))
+            lo, hi = e.get(f"{key}_ci") or (e[key], e[key])
+            series.setdefault(label, []).append((e["nfe"], e[key], e[key] - lo, hi - e[key]))
         for label, pts in series.items():
             pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="*" if label.startswith("Baseline") else "o",
-                    linestyle="-" if len(pts) > 1 else "none", label=label)
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[[p[2] for p in pts], [p[3] for p in pts]],
+                        marker="*" if label.startswith("Baseline") else "o", capsize=3,
+                        linestyle="-" if len(pts) > 1 else "none", label=label)
         heading = result.lpips_name if key == "lpips" else name
         ax.set_xlabel("NFE (network calls)")
-        ax.set_ylabel(f"{heading} {'↑' if higher else '↓'}")
+        ax.set_ylabel(f"{heading} {'↑' if higher else '↓'} (bars: 95 % interval)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()

@@ -743,6 +743,9 @@ def _rho_value(text: str) -> float:
               help="Results folder; rerunning with the same folder resumes.")
 @click.option("--fresh", is_flag=True, help="Discard the results already in --out.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Image i of the sorted data uses seed + i in every row.")
+@click.option("--seeds", type=click.IntRange(1, None), default=1, show_default=True,
+              help="Noise seeds per image (prior noise and stochastic rows), the same in every row; cells show the "
+                   "mean ± the 95 % bootstrap interval over images, seeds nested.")
 @click.option("--tile", type=click.IntRange(8, None), default=None, help="Network tile in LR pixels.")
 @click.option("--context-pad", type=click.IntRange(0, None), default=None,
               help="Mirrored border context in network pixels, every row [default: each model's own].")
@@ -753,19 +756,22 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
           baseline_model: str, no_baseline: bool, hr: Optional[str], lr: Optional[str], limit: Optional[int],
           solvers: Optional[list[str]], rhos: Optional[list[float]], grid_name: Optional[str], nfes: Optional[list[int]],
           solver_options: tuple[str, ...], schedule: str, lpips_net: str, lpips_backbone: Optional[str], crop_border: int, out: str,
-          fresh: bool, seed: int, tile: Optional[int], context_pad: Optional[int], dry_run: bool, as_json: bool,
+          fresh: bool, seed: int, seeds: int, tile: Optional[int], context_pad: Optional[int], dry_run: bool, as_json: bool,
           quiet: bool) -> None:
     """NFE-matched LPIPS / SSIM / PSNR table of solvers x rho x NFE.
 
     With no --solvers/--rhos/--nfe this is the paper's Table 1: a Baseline row (the Markov
     sampler at NFE = T), then euler and heun at rho 1, 4, 8, -4, -8 and NFE 15. Results are
     appended to OUT as they finish (rerun to resume) and end as results.json, table.md,
-    table.csv and plot_<metric>.png. The table goes to stdout (Markdown when piped). Under
+    table.csv and plot_<metric>.png. Every cell is the mean ± half its 95 % bootstrap interval;
+    * marks a paired difference to the Baseline row whose interval excludes zero. The
+    table goes to stdout (Markdown when piped). Under
     'torchrun --nproc_per_node N -m cresshift bench ...' images are shared out across processes.
 
     \b
       cresshift bench
       cresshift bench --nfe 5 --solvers euler,heun,ddim,dpmpp-2m --rhos 1,4,-8
+      cresshift bench --seeds 4
       cresshift bench --hr DIV2K_valid_HR --limit 100 --lpips-net vgg --device cuda
     """
     log = _Log(quiet)
@@ -788,7 +794,7 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
                                  nfes or (engine.TABLE1_NFE,), baseline=not no_baseline, options=opts, grid=grid_name)
     settings = engine.BenchSettings(
         model=model, preset=preset, autoencoder=autoencoder, baseline_model=baseline_model, hr=hr, lr=lr, limit=limit,
-        seed=seed, schedule=schedule, lpips_net=lpips_net, lpips_backbone=lpips_backbone, crop_border=crop_border, device=device,
+        seed=seed, seeds=seeds, schedule=schedule, lpips_net=lpips_net, lpips_backbone=lpips_backbone, crop_border=crop_border, device=device,
         dtype=None if dtype == "float32" else dtype, tile=tile, context_pad=context_pad, grid=grid_name, out=out,
         fresh=fresh, command=engine.command_line(_INVOCATION))
     if dry_run:

@@ -294,6 +294,70 @@ def test_same_seed_per_image_across_rows_and_independent_of_limit(data, tmp_path
     assert {r["row"]: r["psnr_y"] for r in other.records} != first
 
 
+def test_one_seed_reproduces_single_seed_numbers_and_more_seeds_extend_the_run(data, tmp_path):
+    """--seeds 1: the mean of one pipeline call per image at seed + i, exactly; --seeds 2 reuses those and adds draw 1."""
+    from cresshift.metrics import evaluate_pair
+
+    pipe = load_pipeline_of(data)
+    rows = sweep_rows(["euler"], [1], [3], baseline=True)
+    one = run_bench(BenchSettings(model=data["model"], hr=data["hr"], seed=7, out=str(tmp_path / "s")), rows,
+                    pipelines={"model": pipe})
+    direct = []
+    for i, item in enumerate(bench.dataset(data["hr"])):
+        lr, hr = bench.load_item(item, 4)
+        sr = pipe.run(lr[None], solver="euler", nfe=3, rho=1.0, seed=7 + i).sr
+        direct.append(float(evaluate_pair(sr.float().cpu(), hr[None], None)["psnr_y"][0]))
+    assert one.table[1]["psnr_y"] == sum(direct) / 2
+    assert one.table[1]["images"] == 2 and one.table[1]["samples"] == 2
+    counter = Counting(pipe)
+    two = run_bench(BenchSettings(model=data["model"], hr=data["hr"], seed=7, seeds=2, out=str(tmp_path / "s")),
+                    rows, pipelines={"model": counter})
+    assert counter.calls == 4 and two.computed == 4  # draw 1 only: 2 rows x 2 images
+    draw1 = [r for r in two.records if r.get("draw") == 1]
+    assert {r["image"]: r["seed"] for r in draw1} == {"a.png": bench.draw_seed(7, 0, 1), "b.png": bench.draw_seed(7, 1, 1)}
+    assert len({r["seed"] for r in draw1}) == 2 and not {r["seed"] for r in draw1} & {7, 8}
+    assert two.table[1]["samples"] == 4 and two.table[1]["images"] == 2 and two.table[1]["complete"]
+    mean = sum(r["psnr_y"] for r in two.records if "|euler|" in r["row"]) / 4
+    assert two.table[1]["psnr_y"] == pytest.approx(mean)
+    lo, hi = two.table[1]["psnr_y_ci"]
+    assert lo <= two.table[1]["psnr_y"] <= hi
+    diff = two.table[1]["vs_baseline"]["psnr_y"]
+    assert diff["diff"] == pytest.approx(two.table[1]["psnr_y"] - two.table[0]["psnr_y"])
+    assert "vs_baseline" not in two.table[0]
+    text = (tmp_path / "s" / "table.md").read_text()
+    assert " ± " in text and "bootstrap" in text and "2 noise seeds per image" in text
+
+
+def load_pipeline_of(data):
+    from cresshift.models.pipeline import load_pipeline
+
+    return load_pipeline(data["model"])
+
+
+def test_significance_marks_a_shift_and_not_noise():
+    """summarize + table cells on synthetic records: a row shifted by +0.5 dB on every (image, seed) gets *, noise not."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    items = [bench.Item(i, f"{i}.png", f"{i}.png", None, i) for i in range(12)]
+    rows = [bench.Row("markov", 15, baseline=True, schedule="discrete"), bench.Row("euler", 15, 1.0),
+            bench.Row("heun", 15, 1.0)]
+    base = rng.normal(30, 3, size=(12, 2))
+    values = {rows[0]: base, rows[1]: base + 0.5 + rng.normal(0, 0.05, size=base.shape),
+              rows[2]: base + rng.normal(0, 0.05, size=base.shape)}
+    records = [{"row": row.key, "image": it.name, "draw": k, "nfe": 15, "seconds": 1.0, "psnr_y": float(v[i, k]),
+                "psnr_rgb": float(v[i, k]), "ssim_y": 0.9, "lpips": None}
+               for row, v in values.items() for i, it in enumerate(items) for k in range(2)]
+    table = bench.summarize(rows, records, items, seeds=2)
+    shifted, noise = bench.table_cells(table[1]), bench.table_cells(table[2])
+    assert shifted[5].endswith(" *") and not noise[5].endswith("*")  # PSNR-Y column
+    assert table[1]["vs_baseline"]["psnr_y"]["ci"][0] < 0.5 < table[1]["vs_baseline"]["psnr_y"]["ci"][1]
+    assert table[1]["vs_baseline"]["lpips"] is None and table[1]["vs_baseline"]["ssim_y"]["significant"] is False
+    half = float(shifted[5].split(" ± ")[1].split()[0])
+    lo, hi = table[1]["psnr_y_ci"]
+    assert half == pytest.approx((hi - lo) / 2, abs=0.006) and hi - lo > 1  # the image spread (sd 3 dB over 12 images)
+
+
 # --- data and errors ---------------------------------------------------------------------------
 def test_paired_lr_folder(data, tmp_path):
     from cresshift.data.io import bicubic_down, load_image
@@ -354,7 +418,7 @@ def test_two_gloo_processes_give_the_same_table_as_one(data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
     common = ["-m", "cresshift", "bench", "--model", data["model"], "--hr", data["hr"], "--solvers", "euler,heun",
-              "--rhos", "1", "--nfe", "3", "--device", "cpu", "-q"]
+              "--rhos", "1", "--nfe", "3", "--device", "cpu", "--seeds", "2", "-q"]
     one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], env=env, capture_output=True,
                          text=True, timeout=120)
     assert one.returncode == 0, one.stderr
@@ -366,4 +430,4 @@ def test_two_gloo_processes_give_the_same_table_as_one(data, tmp_path):
     assert read_csv(tmp_path / "one" / "table.csv") == read_csv(tmp_path / "two" / "table.csv")
     assert two.stdout.count("| Baseline |") == 1  # only rank 0 prints the table
     res = json.loads((tmp_path / "two" / "results.json").read_text())
-    assert res["world_size"] == 2 and len(res["records"]) == 6
+    assert res["world_size"] == 2 and len(res["records"]) == 12
