@@ -678,8 +678,8 @@ def _rho_value(text: str) -> float:
 def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str,
           baseline_model: str, no_baseline: bool, hr: Optional[str], lr: Optional[str], limit: Optional[int],
           solvers: Optional[list[str]], rhos: Optional[list[float]], nfes: Optional[list[int]],
-          solver_options: tuple[str, ...], schedule: str, lpips_net: str, lpips_backbone: Optional[str], crop_border: int, out: str,
-          fresh: bool, seed: int, tile: Optional[int], context_pad: Optional[int], dry_run: bool, as_json: bool,
+          solver_options: tuple[str, ...], schedule: str, lpips_net: str, lpips_backbone: Optional[str],
+          crop_border: int, out: str, fresh: bool, seed: int, tile: Optional[int], context_pad: Optional[int], dry_run: bool, as_json: bool,
           quiet: bool) -> None:
     """NFE-matched LPIPS / SSIM / PSNR table of solvers x rho x NFE.
 
@@ -713,8 +713,8 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
                                  nfes or (engine.TABLE1_NFE,), baseline=not no_baseline, options=opts)
     settings = engine.BenchSettings(
         model=model, preset=preset, autoencoder=autoencoder, baseline_model=baseline_model, hr=hr, lr=lr, limit=limit,
-        seed=seed, schedule=schedule, lpips_net=lpips_net, lpips_backbone=lpips_backbone, crop_border=crop_border, device=device,
-        dtype=None if dtype == "float32" else dtype, tile=tile, context_pad=context_pad, out=out,
+        seed=seed, schedule=schedule, lpips_net=lpips_net, lpips_backbone=lpips_backbone, crop_border=crop_border,
+        device=device, dtype=None if dtype == "float32" else dtype, tile=tile, context_pad=context_pad, out=out,
         fresh=fresh, command=engine.command_line(_INVOCATION))
     if dry_run:
         p = engine.plan(settings, rows)
