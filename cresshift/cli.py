@@ -679,8 +679,8 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
           baseline_model: str, no_baseline: bool, hr: Optional[str], lr: Optional[str], limit: Optional[int],
           solvers: Optional[list[str]], rhos: Optional[list[float]], nfes: Optional[list[int]],
           solver_options: tuple[str, ...], schedule: str, lpips_net: str, lpips_backbone: Optional[str],
-          crop_border: int, out: str, fresh: bool, seed: int, tile: Optional[int], context_pad: Optional[int], dry_run: bool, as_json: bool,
-          quiet: bool) -> None:
+          crop_border: int, out: str, fresh: bool, seed: int, tile: Optional[int], context_pad: Optional[int],
+          dry_run: bool, as_json: bool, quiet: bool) -> None:
     """NFE-matched LPIPS / SSIM / PSNR table of solvers x rho x NFE.
 
     With no --solvers/--rhos/--nfe this is the paper's Table 1: a Baseline row (the Markov
