@@ -761,7 +761,7 @@ def _print_bench(result: Any) -> None:
         console.print(line, highlight=False)
 
 
-from .commands.fetch import fetch as _fetch_command  # noqa: E402  (commands import cli's helpers)
+from .commands.fetch import fetch as _fetch_command  # noqa: E402
 
 main.add_command(_fetch_command)
 
