@@ -1,4 +1,4 @@
-"""Quality gate of the bundled models on the held-out 64x64 test tiles (issue 4), PSNR-Y and SSIM-Y.
+"""Quality gate of the bundled models on the held-out 64x64 test tiles (issues 4 and 12): LPIPS and PSNR-Y.
 
 Rows: bicubic; the discrete model with the Markov sampler at NFE 15 (the original-ResShift
 baseline); the continuous model with the Markov sampler and with every ODE solver at NFE 15.
@@ -46,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--report", default=str(ROOT / "benchmarks" / "logs" / "quality_gate.md"))
     ap.add_argument("--figure", default=None)
+    ap.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"])
     ap.add_argument("--context-pad", type=int, default=None,
                     help="mirrored border context in network pixels (default: each model's own; 0 = none)")
     ap.add_argument("--continuous-schedule", default=None, choices=["exact", "exp", "paper"],

@@ -42,7 +42,8 @@ from .runtime import Distributed, resolve_device, torch_dtype, versions
 
 __all__ = ["Row", "BenchSettings", "Item", "BenchResult", "Plan", "TABLE1_RHOS", "TABLE1_SOLVERS", "TABLE1_NFE",
            "table1_rows", "sweep_rows", "check_rows", "dataset", "bundled_testset", "load_pipelines", "plan",
-           "run_bench", "summarize", "write_outputs", "to_markdown", "to_csv", "METRICS", "draw_seed"]
+           "run_bench", "summarize", "write_outputs", "to_markdown", "to_csv", "METRICS", "draw_seed",
+           "perception_distortion_plot"]
 
 TABLE1_SOLVERS = ("euler", "heun")
 TABLE1_RHOS = (1.0, 4.0, 8.0, -4.0, -8.0)
@@ -767,27 +768,35 @@ def _plots(result: BenchResult, out: Path) -> tuple[list[str], Optional[str]]:
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
         plt.close(fig)
         written.append(str(path))
-    pd_path = _perception_distortion_plot(result, out, plt)
-    return written + ([pd_path] if pd_path else []), None
+    if any(e["lpips"] is not None and e["psnr_y"] is not None for e in result.table):
+        written.append(perception_distortion_plot(result.table, result.lpips_name, out / "plot_pd.png"))
+    return written, None
 
 
-def _perception_distortion_plot(result: BenchResult, out: Path, plt: Any) -> Optional[str]:
-    """plot_pd.png: LPIPS against PSNR-Y, one labelled point per row (Blau & Michaeli's perception-distortion plane)."""
-    points = [e for e in result.table if e["lpips"] is not None and e["psnr_y"] is not None]
-    if not points:
-        return None
+def perception_distortion_plot(table: Sequence[dict[str, Any]], lpips_name: str, path: Path) -> str:
+    """LPIPS against PSNR-Y, one labelled point per table row (Blau & Michaeli's perception-distortion plane).
+
+    Rows need ``lpips``, ``psnr_y``, ``solver``, ``rho``, ``nfe`` and ``baseline``; rows without
+    LPIPS are left out. Needs matplotlib.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for e in points:
+    for e in table:
+        if e["lpips"] is None or e["psnr_y"] is None:
+            continue
         label = "Baseline (markov)" if e["baseline"] else \
-            e["solver"] + ("" if e["rho"] is None else f" ρ={e['rho']:g}") + f" @{e['nfe']}"
+            e["solver"] + ("" if e["rho"] is None else f" ρ={e['rho']:g}") + (f" @{e['nfe']}" if e["nfe"] else "")
         ax.scatter(e["psnr_y"], e["lpips"], marker="*" if e["baseline"] else "o", s=60 if e["baseline"] else 20)
         ax.annotate(label, (e["psnr_y"], e["lpips"]), fontsize=5, xytext=(3, 2), textcoords="offset points")
     ax.set_xlabel("PSNR-Y (dB) ↑")
-    ax.set_ylabel(f"{result.lpips_name} ↓")
+    ax.set_ylabel(f"{lpips_name} ↓")
     ax.set_title("perception–distortion: better is down and right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = out / "plot_pd.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return str(path)

@@ -763,8 +763,9 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
     With no --solvers/--rhos/--nfe this is the paper's Table 1: a Baseline row (the Markov
     sampler at NFE = T), then euler and heun at rho 1, 4, 8, -4, -8 and NFE 15. Results are
     appended to OUT as they finish (rerun to resume) and end as results.json, table.md,
-    table.csv and plot_<metric>.png. Every cell is the mean ± half its 95 % bootstrap interval;
-    * marks a paired difference to the Baseline row whose interval excludes zero. The
+    table.csv, plot_<metric>.png and plot_pd.png (LPIPS against PSNR-Y, one point per row). Every
+    cell is the mean ± half its 95 % bootstrap interval; * marks a paired difference to the
+    Baseline row whose interval excludes zero. LPIPS weights: 'cresshift fetch lpips' once. The
     table goes to stdout (Markdown when piped). Under
     'torchrun --nproc_per_node N -m cresshift bench ...' images are shared out across processes.
 

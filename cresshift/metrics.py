@@ -137,8 +137,9 @@ class LPIPSMetric:
     lpips``), and torch hub's cache ``<TORCH_HOME>/hub/checkpoints/<name>`` with the name
     torchvision uses (``LPIPS_BACKBONE_FILES``). The torchvision network is built with
     ``weights=None``; a ``.pth`` is loaded with ``torch.load(weights_only=True)``, a
-    ``.safetensors`` with safetensors; the linear calibration layers ship inside ``lpips``. If the file is missing or unusable: ``available`` is False and ``reason``
-    says how to supply it. ``backbone="random"`` builds a seeded random backbone for tests
+    ``.safetensors`` with safetensors; the linear calibration layers ship inside ``lpips``.
+    If the file is missing or unusable: ``available`` is False and ``reason`` says how to
+    supply it. ``backbone="random"`` builds a seeded random backbone for tests
     only: its ``name`` says so and its values mean nothing.
     """
 
@@ -250,7 +251,7 @@ def conventions(crop_border: int = 0, lpips: Optional[LPIPSMetric] = None) -> di
 
 def evaluate_pair(sr: torch.Tensor, hr: torch.Tensor, lpips: Optional[LPIPSMetric] = None, *,
                   crop_border: int = 0) -> dict[str, torch.Tensor]:
-    """Per-image psnr_y, psnr_rgb, ssim_y (``crop_border`` px shaved), and lpips when an available metric is given ([B] float64 each)."""
+    """Per-image psnr_y, psnr_rgb, ssim_y (``crop_border`` px shaved) and, given an available metric, lpips; [B] float64 each."""
     out = {"psnr_y": psnr_y(sr, hr, crop_border=crop_border), "psnr_rgb": psnr_rgb(sr, hr, crop_border=crop_border),
            "ssim_y": ssim_y(sr, hr, crop_border=crop_border)}
     if lpips is not None and lpips.available:

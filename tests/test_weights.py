@@ -266,3 +266,16 @@ def test_fetch_official_cli_errors_and_preset_resolution(server, tmp_path):
                                                          weights.official_cache_path("autoencoder"))
     with pytest.raises(CheckpointError, match="run 'cresshift fetch realsr-x4-v2'"):
         _cached_official("realsr-x4-v2", None, None)
+
+
+def test_fetch_help_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom cresshift.cli import main\ntry:\n    main(['fetch', '--help'])\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print('HEAVY', [m for m in ('torch', 'numpy', 'cresshift.weights') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout and "realsr-x4-v1" in out.stdout and "--force" in out.stdout

@@ -1,9 +1,9 @@
 """``cresshift fetch``: put LPIPS weights and official ResShift checkpoints into cresshift's cache."""
 from __future__ import annotations
 
-import click
+from typing import Optional
 
-from ..cli import _common_options, _Log
+import click
 
 # Static copy of cresshift.weights.FETCH_NAMES so --help needs no torch; a test checks they match.
 FETCH_NAMES = ("lpips", "realsr-x4-v1", "realsr-x4-v2", "realsr-x4-v3", "bicsr-x4", "autoencoder")
@@ -14,8 +14,10 @@ FETCH_NAMES = ("lpips", "realsr-x4-v1", "realsr-x4-v2", "realsr-x4-v3", "bicsr-x
 @click.option("--force", is_flag=True, help="Fetch again even if the cache already holds the file.")
 @click.option("--url-base", default=None, metavar="URL",
               help="Mirror of the official ResShift v2.0 release assets [default: the GitHub release].")
-@_common_options
-def fetch(names: tuple[str, ...], force: bool, url_base: str | None, quiet: bool) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="No log lines (errors still show).")
+@click.option("--debug", is_flag=True, expose_value=False, help="Show tracebacks instead of one-line errors.",
+              callback=lambda ctx, param, value: ctx.meta.update({"cresshift.debug": True}) if value else None)
+def fetch(names: tuple[str, ...], force: bool, url_base: Optional[str], quiet: bool) -> None:
     """Download LPIPS weights and official ResShift checkpoints into cresshift's cache.
 
     The cache is $CRESSHIFT_CACHE, default ~/.cache/cresshift (XDG_CACHE_HOME is honoured).
@@ -32,6 +34,9 @@ def fetch(names: tuple[str, ...], force: bool, url_base: str | None, quiet: bool
     """
     from .. import weights
 
-    log = _Log(quiet)
+
+    def log(message: str) -> None:
+        if not quiet:
+            click.echo(message, err=True)
     for path in weights.fetch(names, force=force, base_url=url_base or weights.OFFICIAL_URL, log=log):
         click.echo(str(path))
