@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 import click
 
 # Static copies of registry names so --help needs no torch; tests check they match the registries.
-SOLVER_NAMES = ("markov", "euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "sde", "adaptive")
+SOLVER_NAMES = ("markov", "euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "ipndm", "sde", "adaptive")
 SCHEDULE_NAMES = ("default", "discrete", "exact", "exp", "paper")
 PRESET_NAMES = ("realsr-x4-v1", "realsr-x4-v2", "realsr-x4-v3", "bicsr-x4")
 DTYPES = ("float32", "float16", "bfloat16")
