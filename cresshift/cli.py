@@ -25,7 +25,7 @@ from .runtime import first_line as _first_line
 from .runtime import progress_bar as _progress
 
 # Static copies of registry names so --help needs no torch; tests check they match the registries.
-SOLVER_NAMES = ("markov", "euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "sde", "adaptive")
+SOLVER_NAMES = ("markov", "euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "ipndm", "sde", "adaptive")
 SCHEDULE_NAMES = ("default", "discrete", "exact", "exp", "paper")
 PRESET_NAMES = ("realsr-x4-v1", "realsr-x4-v2", "realsr-x4-v3", "bicsr-x4")
 #: lazily imported commands: name -> (module, attribute, one-line help shown by --help)
