@@ -316,17 +316,19 @@ class SRPipeline:
     def network_denoiser(self, y: torch.Tensor, lq: Optional[torch.Tensor], *,
                          schedule: Union[None, str, ResShiftSchedule, ContinuousSchedule] = None,
                          tile: Optional[int] = None, tile_overlap: int = 16,
-                         context_pad: Optional[int] = None, fast: bool = False) -> NetworkDenoiser:
+                         context_pad: Optional[int] = None, fast: Optional[bool] = None) -> NetworkDenoiser:
         """This model's x0-predictor ``denoiser(x, t) -> x0_hat`` for one batch, as ``run`` samples with it.
 
         ``y`` is the shift target and ``lq`` the network's conditioning (pixel models: both the
         bicubic-upsampled LR, ``upsample_lr``; latent models: y the encoded upsampled LR, lq the
         LR); sizes must already be the network's multiple (``run`` pads). ``schedule``: a name
         for ``schedule_for`` or a schedule object; ``tile`` / ``tile_overlap`` in network pixels;
-        ``fast``: the fast path's layout, CUDA graphs (``cuda_graphs``) and no per-call timing on a GPU.
+        ``fast`` (None: the pipeline's ``fast``, as ``run``): the fast path's layout, CUDA graphs
+        (``cuda_graphs``) and no per-call timing on a GPU.
         """
         sched = self.schedule_for(schedule) if schedule is None or isinstance(schedule, str) else schedule
         context = self.context_pad if context_pad is None else _check_context_pad(context_pad)
+        fast = self.fast if fast is None else bool(fast)
         on_cuda = self.device.type == "cuda"
         call = None
         if fast and self.cuda_graphs:
