@@ -171,7 +171,7 @@ def _rho(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> 
     try:
         return None if value is None else check_rho(value)
     except ValueError as err:
-        raise click.BadParameter(f"{err} (> 1 crowds steps near the image end, < 0 near the noisy LR end)") from None
+        raise click.BadParameter(str(err)) from None
 
 
 def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -248,16 +248,11 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x))
 
 
-class PatchUnEmbed(nn.Module):
+class PatchUnEmbed(PatchEmbed):
     """1x1 convolution back to the UNet width, optionally followed by GroupNorm."""
 
     def __init__(self, out_channels: int, embed_dim: int, patch_norm: bool = False, norm_groups: int = 32) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(embed_dim, out_channels, 1)
-        self.norm = GroupNorm32(out_channels, groups=norm_groups) if patch_norm else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.proj(x))
+        super().__init__(embed_dim, out_channels, patch_norm, norm_groups)
 
 
 class SwinLayer(nn.Module):
