@@ -789,9 +789,10 @@ def _print_bench(result: Any) -> None:
         console.print(line, highlight=False)
 
 
-from .commands.demo import demo  # noqa: E402  (the command modules import this module's helpers)
-main.add_command(demo)
-
-
+# --- commands in their own modules (cresshift/commands/; they import this module's helpers) ------
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m cresshift.cli finetune ...
-    main()
+    from cresshift.cli import main as registered_main  # the importable module: no second copy of this one
+
+    registered_main()
+from .commands.demo import demo  # noqa: E402
+main.add_command(demo)
