@@ -842,14 +842,15 @@ def _print_bench(result: Any) -> None:
         console.print(line, highlight=False)
 
 
-# Command modules import this module's helpers, so they are registered after it is defined.
-from .commands.fetch import fetch as _fetch_command  # noqa: E402
+# --- commands in their own modules (cresshift/commands/; they import this module's helpers) ------
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m cresshift.cli finetune ...
+    from cresshift.cli import main as registered_main  # the importable module: no second copy of this one
+
+    registered_main()
 from .commands.demo import demo as _demo_command  # noqa: E402
+from .commands.fetch import fetch as _fetch_command  # noqa: E402
 from .commands.optimize_grid import optimize_grid as _optimize_grid_command  # noqa: E402
 
 main.add_command(_demo_command)
 main.add_command(_fetch_command)
 main.add_command(_optimize_grid_command)
-
-if __name__ == "__main__":  # torchrun --nproc_per_node N -m cresshift.cli finetune ...
-    main()

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 pytest.importorskip("starlette", reason='the demo needs its extra: pip install -e ".[demo]"')
-pytest.importorskip("multipart", reason='the demo needs its extra: pip install -e ".[demo]"')
+pytest.importorskip("python_multipart", reason='the demo needs its extra: pip install -e ".[demo]"')
 pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx (the test extra)")
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 and warns about httpx; both work

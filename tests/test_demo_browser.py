@@ -22,7 +22,7 @@ if not (CHROMIUM and DRIVER):
                 allow_module_level=True)
 pytest.importorskip("selenium", reason="selenium is part of the test extra")
 pytest.importorskip("uvicorn", reason='the demo needs its extra: pip install -e ".[demo]"')
-pytest.importorskip("multipart", reason='the demo needs its extra: pip install -e ".[demo]"')
+pytest.importorskip("python_multipart", reason='the demo needs its extra: pip install -e ".[demo]"')
 
 import uvicorn  # noqa: E402
 from selenium import webdriver  # noqa: E402

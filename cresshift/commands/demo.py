@@ -37,7 +37,7 @@ def demo(host: str, port: int, model: str, preset: Optional[str], autoencoder: O
     """
     log = _Log(quiet)
     try:
-        import multipart  # noqa: F401  (python-multipart: Starlette's form parser)
+        import python_multipart  # noqa: F401  (Starlette's form parser)
         import uvicorn
 
         from ..demo.app import create_app
