@@ -214,7 +214,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/grid_optimization")
     ap.add_argument("--nfes", type=lambda s: [int(v) for v in s.split(",")], default=None,
                     help="[analytic: 4,5,6; bundled: 3,4,5,6]")
-    ap.add_argument("--solvers", type=lambda s: s.split(","), default=["euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m"])
+    ap.add_argument("--solvers", type=lambda s: s.split(","), default=["euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "ipndm"])
     ap.add_argument("--dim", type=int, default=64, help="analytic: dimensions")
     ap.add_argument("--calib", type=int, default=64, help="analytic: calibration samples (seed 1)")
     ap.add_argument("--held-out", type=int, default=512, help="analytic: held-out samples (seed 2)")

@@ -124,3 +124,11 @@ def test_optimize_grid_cli_end_to_end(tmp_path):
     sched = load_pipeline(str(model)).schedule
     np.testing.assert_array_equal(stored_grid(model, "dpmpp-2m", 3, sched), record["ts"])
     assert len(record["ts"]) == 3 and record["ts"][0] == 1.0 and record["ts"][-1] == 1 / 15
+
+
+def test_optimize_grid_offers_every_deterministic_fixed_grid_solver():
+    from cresshift.commands.optimize_grid import GRID_SOLVERS
+    from cresshift.solvers import SOLVERS
+
+    fixed = {name for name, spec in SOLVERS.items() if not spec.stochastic and name not in ("markov", "adaptive")}
+    assert set(GRID_SOLVERS) == fixed

@@ -11,7 +11,7 @@ from ..cli import SCHEDULE_NAMES, CliError, _common_options, _Log, _model_option
     _solver_option
 
 #: solvers with a grid to optimise (deterministic, fixed grid): the registry minus markov, sde, adaptive
-GRID_SOLVERS = ("euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m")
+GRID_SOLVERS = ("euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "ipndm")
 
 
 @click.command("optimize-grid")

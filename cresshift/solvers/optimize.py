@@ -142,7 +142,7 @@ def optimize_grid(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, so
     as ``sample`` draws it) is shared by every evaluation and the reference; ``reference`` (the
     converged output from ``x_T``) defaults to adaptive dopri5 at ``reference_rtol``. ``start``
     is the grid the search starts from (default: the best of the solver's ``grid="auto"``, the
-    lambda and karras grids and the rho-in-t grids ``START_RHOS``); the result's calibration error is never above the start's.
+    lambda, karras and ``START_RHOS`` rho-in-t grids); the result is never worse than it on ``y``.
     ``max_evals`` bounds the Nelder–Mead sampler runs (default 40 per free time);
     ``progress(done, total)`` is called after each run. Other ``options`` go to the solver.
     """
@@ -159,43 +159,36 @@ def optimize_grid(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, so
     if n == 2:
         return np.array([1.0, t_min])
     lam_ends = (float(lambda_of_t([1.0], cont)[0]), float(lambda_of_t([t_min], cont)[0]))
-    starts = _start_grids(start, n, lam_ends, cont, solver, nfe)
+    starts = _start_grids(start, n, cont, solver, nfe)
     budget = max_evals if max_evals is not None else 40 * (n - 2)
-    total = len(starts) + budget
-    done = [0]
+    total, done, best = len(starts) + budget, [0], [math.inf, starts[0]]
 
     def error(ts: np.ndarray) -> float:
+        """The grid's calibration error; keeps the best grid seen."""
         value = grid_error(denoiser, y, cont, ts, solver=solver, nfe=nfe, x_T=x_T, reference=reference, **options)
         done[0] += 1
         if progress is not None:
             progress(min(done[0], total), total)
-        return value
-
-    scored = [(error(g), i) for i, g in enumerate(starts)]
-    best_err, best_i = min(scored)
-    best = [best_err, starts[best_i]]
-    if not math.isfinite(best_err):
-        raise ValueError(f"solver {solver!r} blows up on every starting grid at nfe={nfe}; check the denoiser")
-
-    def objective(logits: np.ndarray) -> float:
-        ts = _decode(logits, lam_ends, cont)
-        value = error(ts)
         if value < best[0]:
             best[:] = [value, ts]
         return value
 
-    theta0 = _encode(starts[best_i], cont)
+    for grid in starts:
+        error(grid)
+    if not math.isfinite(best[0]):
+        raise ValueError(f"solver {solver!r} blows up on every starting grid at nfe={nfe}; check the denoiser")
+    theta0 = _encode(best[1], cont)
     simplex = np.vstack([theta0] + [theta0 + 0.5 * np.eye(n - 2)[i] for i in range(n - 2)])
     if budget > 0:
-        minimize(objective, theta0, method="Nelder-Mead",
+        minimize(lambda logits: error(_decode(logits, lam_ends, cont)), theta0, method="Nelder-Mead",
                  options=dict(maxfev=budget, initial_simplex=simplex, xatol=1e-3, fatol=0.0))
     if progress is not None:
         progress(total, total)
     return np.array(best[1], np.float64)
 
 
-def _start_grids(start: Optional[Sequence[float]], n: int, lam_ends: tuple[float, float],
-                 schedule: ContinuousSchedule, solver: str, nfe: int) -> list[np.ndarray]:
+def _start_grids(start: Optional[Sequence[float]], n: int, schedule: ContinuousSchedule, solver: str,
+                 nfe: int) -> list[np.ndarray]:
     """[start], or the solver's auto grid, the lambda and karras grids and the rho-in-t grids of ``START_RHOS``."""
     t_min = schedule.t_min
     if start is None:
