@@ -777,8 +777,11 @@ def perception_distortion_plot(table: Sequence[dict[str, Any]], lpips_name: str,
     """LPIPS against PSNR-Y, one labelled point per table row (Blau & Michaeli's perception-distortion plane).
 
     Rows need ``lpips``, ``psnr_y``, ``solver``, ``rho``, ``nfe`` and ``baseline``; rows without
-    LPIPS are left out. Needs matplotlib.
+    LPIPS are left out. ``psnr_y_ci`` / ``lpips_ci`` (95 % intervals, ``summarize``) become error
+    bars. Written atomically. Needs matplotlib.
     """
+    from .data.io import atomic_write
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -791,13 +794,16 @@ def perception_distortion_plot(table: Sequence[dict[str, Any]], lpips_name: str,
         label = "Baseline (markov)" if e["baseline"] else \
             e["solver"] + ("" if e["rho"] is None else f" ρ={e['rho']:g}") + (f" @{e['nfe']}" if e["nfe"] else "")
         ax.scatter(e["psnr_y"], e["lpips"], marker="*" if e["baseline"] else "o", s=60 if e["baseline"] else 20)
+        (x_lo, x_hi), (y_lo, y_hi) = (e.get("psnr_y_ci") or (e["psnr_y"],) * 2), (e.get("lpips_ci") or (e["lpips"],) * 2)
+        ax.errorbar(e["psnr_y"], e["lpips"], xerr=[[e["psnr_y"] - x_lo], [x_hi - e["psnr_y"]]],
+                    yerr=[[e["lpips"] - y_lo], [y_hi - e["lpips"]]], fmt="none", elinewidth=0.6, alpha=0.6)
         ax.annotate(label, (e["psnr_y"], e["lpips"]), fontsize=5, xytext=(3, 2), textcoords="offset points")
     ax.set_xlabel("PSNR-Y (dB) ↑")
     ax.set_ylabel(f"{lpips_name} ↓")
-    ax.set_title("perception–distortion: better is down and right", fontsize=8)
+    ax.set_title("perception–distortion: better is down and right (bars: 95 % intervals)", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
     return str(path)
 
