@@ -65,6 +65,21 @@ def test_super_resolve_returns_the_pipelines_png(client):
     assert r.content == encode_png(expected)
 
 
+def test_grid_field_chooses_the_grid_family(client):
+    """grid=lambda (not rho) gives exactly pipe.run(grid="lambda") and reports that grid's times."""
+    from cresshift.grids import lambda_grid
+
+    lr = lr_tile()
+    r = post(client, encode_png(lr), solver="dpmpp-2m", nfe=3, rho=4, grid="lambda", seed=1)
+    assert r.status_code == 200, r.text
+    pipe = client.app.state.demo.store.get("bundled")
+    expected = pipe.run(lr[None], solver="dpmpp-2m", nfe=3, grid="lambda", seed=1)
+    assert r.content == encode_png(expected.sr[0])
+    got = [float(t) for t in r.headers["x-cresshift-grid"].split(",")]
+    assert got == pytest.approx(lambda_grid(3, pipe.schedule_for(None)).tolist(), rel=1e-5)
+    assert got != pytest.approx(pipe.run(lr[None], solver="dpmpp-2m", nfe=3, rho=4.0, seed=1).ts.tolist(), rel=1e-5)
+
+
 def test_job_api_reports_progress_nfe_and_psnr(client):
     r = client.post("/api/jobs", data={"photo": "chelsea", "solver": "euler", "nfe": "3", "rho": "1"})
     assert r.status_code == 202, r.text
@@ -105,6 +120,7 @@ BAD = [
     (dict(image="tile", solver="markov", nfe=16), 400, "between 1 and 15"),
     (dict(image="tile", rho=0), 400, "rho must be non-zero"),
     (dict(image="tile", rho="nan"), 400, "'rho' must be"),
+    (dict(image="tile", grid="cosine"), 400, "unknown grid"),
     (dict(image="tile", seed=-1), 400, "seed"),
     (dict(image="tile", tile=5), 400, "tile must be"),
     (dict(image="tile", model="other.safetensors"), 400, "unknown model"),

@@ -31,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 
 from . import samples
 from .jobs import Job, JobQueue, RequestError
-from .service import (DEFAULT_MAX_PIXELS, DEFAULTS, MAX_NFE, MAX_UPLOAD_BYTES, ModelChoice, ModelStore, SROutcome,
+from .service import (DEFAULT_MAX_PIXELS, DEFAULTS, GRIDS, MAX_NFE, MAX_UPLOAD_BYTES, ModelChoice, ModelStore, SROutcome,
                       SRRequest,
                       decode_image, demo_solvers, encode_png, parse_request, super_resolve)
 
@@ -58,7 +58,7 @@ class _Demo:
         photos = [{"name": p.name, "title": p.title, "credit": p.credit} for p in samples.BUNDLED_PHOTOS
                   if p.path.is_file()]
         return JSONResponse({"models": self.store.names, "solvers": list(demo_solvers()), "defaults": DEFAULTS,
-                             "max_nfe": MAX_NFE, "max_pixels": self.max_pixels, "scale": 4, "photos": photos})
+                             "grids": list(GRIDS), "max_nfe": MAX_NFE, "max_pixels": self.max_pixels, "scale": 4, "photos": photos})
 
     async def photo_lr(self, request: Request) -> Response:
         lr, _ = self._photo(request.path_params["name"])

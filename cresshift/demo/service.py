@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
+from ..grids import GRID_FAMILIES
 from .jobs import Job, RequestError
 
 __all__ = ["ModelChoice", "ModelStore", "SRRequest", "SROutcome", "parse_request", "decode_image", "encode_png",
@@ -26,7 +27,9 @@ __all__ = ["ModelChoice", "ModelStore", "SRRequest", "SROutcome", "parse_request
 DEFAULT_MAX_PIXELS = 1024 * 1024
 MAX_NFE = 100
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
-DEFAULTS = {"solver": "heun", "nfe": 5, "rho": 4.0, "seed": 0}
+DEFAULTS = {"solver": "heun", "nfe": 5, "rho": 4.0, "grid": "rho", "seed": 0}
+# "rho": the rho field's grid in t; the others: cresshift.grids families ("auto": the solver's measured best)
+GRIDS = ("rho", "auto", *(g for g in GRID_FAMILIES if g != "rho"))
 
 
 def demo_solvers() -> tuple[str, ...]:
@@ -83,6 +86,11 @@ class SRRequest:
     rho: float
     seed: int
     tile: Optional[int] = None
+    grid: str = "rho"
+
+    def grid_args(self) -> dict[str, Any]:
+        """``rho`` / ``grid`` as ``SRPipeline.run`` takes them."""
+        return {"rho": self.rho, "grid": None} if self.grid == "rho" else {"rho": None, "grid": self.grid}
 
 
 def _field(form: Mapping[str, Any], name: str, cast: Any, default: Any, what: str) -> Any:
@@ -101,7 +109,7 @@ def _field(form: Mapping[str, Any], name: str, cast: Any, default: Any, what: st
 
 
 def parse_request(form: Mapping[str, Any], models: Sequence[str]) -> SRRequest:
-    """Validate the form fields ``model``, ``solver``, ``nfe``, ``rho``, ``seed``, ``tile`` (RequestError: 400)."""
+    """Validate the form fields ``model``, ``solver``, ``nfe``, ``rho``, ``grid``, ``seed``, ``tile`` (RequestError: 400)."""
     model = _field(form, "model", str, models[0], "a model name")
     if model not in models:
         raise RequestError(f"unknown model {model!r}; this demo offers: {', '.join(models)}")
@@ -115,13 +123,16 @@ def parse_request(form: Mapping[str, Any], models: Sequence[str]) -> SRRequest:
     rho = _field(form, "rho", float, DEFAULTS["rho"], "a non-zero number")
     if rho == 0:
         raise RequestError("rho must be non-zero (1 is uniform, > 1 crowds steps near the image end, < 0 near the LR end)")
+    grid = _field(form, "grid", str, DEFAULTS["grid"], "a grid family")
+    if grid not in GRIDS:
+        raise RequestError(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}")
     seed = _field(form, "seed", int, DEFAULTS["seed"], "a whole number")
     if not 0 <= seed < 2 ** 63:
         raise RequestError(f"seed must be between 0 and 2^63 - 1, got {seed}")
     tile = _field(form, "tile", int, 0, "a tile size in LR pixels (0: no tiling)")
     if tile != 0 and not 16 <= tile <= 4096:
         raise RequestError(f"tile must be 0 (no tiling) or between 16 and 4096 LR pixels, got {tile}")
-    return SRRequest(model=model, solver=solver, nfe=nfe, rho=rho, seed=seed, tile=tile or None)
+    return SRRequest(model=model, solver=solver, nfe=nfe, rho=rho, seed=seed, tile=tile or None, grid=grid)
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, tiled: bool = False) -> torch.Tensor:
@@ -202,7 +213,7 @@ def super_resolve(store: ModelStore, req: SRRequest, lr: torch.Tensor, job: Job,
     from ..solvers import grid_for
 
     pipe = store.get(req.model)
-    grid = grid_for(req.solver, pipe.schedule, req.nfe, req.rho)  # ValueError (400) on an impossible budget
+    grid = grid_for(req.solver, pipe.schedule, req.nfe, **req.grid_args())  # ValueError (400) on an impossible budget
     total = max(1, len(grid) - (req.solver != "markov"))
     steps = 0
 
@@ -212,7 +223,7 @@ def super_resolve(store: ModelStore, req: SRRequest, lr: torch.Tensor, job: Job,
         job.progress(steps, total)
     job.progress(0, total)
     t0 = time.perf_counter()
-    res = pipe.run(lr[None], solver=req.solver, nfe=req.nfe, rho=req.rho, seed=req.seed, tile=req.tile,
+    res = pipe.run(lr[None], solver=req.solver, nfe=req.nfe, seed=req.seed, tile=req.tile, **req.grid_args(),
                    callback=on_step)
     seconds = time.perf_counter() - t0
     job.progress(total, total)

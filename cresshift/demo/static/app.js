@@ -30,6 +30,7 @@ async function loadConfig() {
   $("nfe").value = cfg.defaults.nfe;
   $("nfe").max = cfg.max_nfe;
   $("rho").value = cfg.defaults.rho;
+  fillSelect($("grid"), cfg.grids, cfg.defaults.grid);
   $("seed").value = cfg.defaults.seed;
   for (const p of cfg.photos) {
     const opt = document.createElement("option");
@@ -76,7 +77,7 @@ function formData() {
   const data = new FormData();
   if (state.source.image) data.append("image", state.source.image);
   else data.append("photo", state.source.photo);
-  for (const name of ["model", "solver", "nfe", "rho", "seed", "tile"]) data.append(name, $(name).value);
+  for (const name of ["model", "solver", "nfe", "rho", "grid", "seed", "tile"]) data.append(name, $(name).value);
   return data;
 }
 
