@@ -1,5 +1,4 @@
 """The shared runtime helpers, the single homes of repeated facts, and the package's import layering."""
-import ast
 import warnings
 from pathlib import Path
 
@@ -102,48 +101,3 @@ def test_fit_report_exact_continuation_and_end_warning():
 
 # --- layering ------------------------------------------------------------------------------------
 #: layer of each top-level module of cresshift; a module may import only from its own layer or below
-LAYERS = {"runtime": 0, "checks": 0,
-          "schedules": 1, "grids": 1, "converters": 1, "testing": 1,
-          "solvers": 2,
-          "data": 3, "metrics": 3, "models": 3,
-          "training": 4, "bench": 4,
-          "cli": 5, "commands": 5, "__main__": 5}
-
-
-def _imports(path: Path, module: str) -> set[str]:
-    """Top-level cresshift modules that ``module`` imports (at module level or inside functions)."""
-    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom):
-            base = package[:len(package) - node.level + 1] if node.level else []
-            target = base + (node.module.split(".") if node.module else [])
-            names = [target] if node.module else [target + [a.name] for a in node.names]
-        elif isinstance(node, ast.Import):
-            names = [a.name.split(".") for a in node.names]
-        else:
-            continue
-        found |= {n[1] for n in names if len(n) > 1 and n[0] == "cresshift"}
-    return found
-
-
-def test_no_module_imports_from_a_layer_above_it():
-    bad = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        if parts == ("cresshift", "__init__"):
-            continue  # the package facade lazily re-exports the public names
-        module = ".".join(parts)
-        top = parts[1]
-        assert top in LAYERS, f"cresshift.{top} has no layer: add it to LAYERS in {__file__}"
-        for imported in _imports(path, module):
-            assert imported in LAYERS, f"cresshift.{imported} has no layer: add it to LAYERS"
-            if LAYERS[imported] > LAYERS[top]:
-                bad.append(f"{module} imports cresshift.{imported}")
-    assert not bad, bad
-
-
-def test_solvers_import_no_models_data_or_cli():
-    for path in (PACKAGE / "solvers").glob("*.py"):
-        imported = _imports(path, "cresshift.solvers." + path.stem)
-        assert not imported & {"models", "data", "cli", "commands", "bench", "training", "metrics"}, path.name

@@ -59,18 +59,18 @@ def optimize_grid(model: str, preset: Optional[str], autoencoder: Optional[str],
     opts = _parse_options(solver_options)
     import torch
 
-    from ..bench import resolve_device
     from ..grids import grid_json
     from ..models.pipeline import load_pipeline
     from ..models.stored_grids import grid_key, store_grid, stored_grids
+    from ..runtime import resolve_device, torch_dtype
     from ..solvers import SOLVERS
 
     if nfe < SOLVERS[solver].min_nfe:
         raise click.BadParameter(f"{solver} needs at least {SOLVERS[solver].min_nfe} network calls, got {nfe}",
                                  param_hint="--nfe")
-    torch.set_grad_enabled(False)
+    click.get_current_context().with_resource(torch.no_grad())  # until the command returns
     pipe = load_pipeline(model, preset=preset, autoencoder=autoencoder, device=resolve_device(device),
-                         dtype={"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype])
+                         dtype=torch_dtype(dtype))
     sched = pipe.schedule_for(schedule)
     key = grid_key(solver, nfe, sched)
     if write and key in stored_grids(model) and not overwrite:
@@ -82,11 +82,9 @@ def optimize_grid(model: str, preset: Optional[str], autoencoder: Optional[str],
     record.update(model=str(model), calibration=names, seed=seed, schedule_name=schedule)
     text = grid_json(record.pop("ts"), sched, **record)
     if out:
-        from ..models.checkpoints import atomic_write
+        from ..data.io import atomic_write
 
-        if Path(out).exists() and not overwrite:  # checked again at the moment of writing
-            raise CliError(f"{out} exists; pass --overwrite to replace it")
-        atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        atomic_write(out, text, overwrite=overwrite)  # no-clobber at the moment of writing
         log(f"wrote {out}; use it with 'cresshift sample --solver {solver} --nfe {nfe} --grid {out}'")
     if write:
         target = store_grid(model, key, json.loads(text), overwrite=overwrite)
