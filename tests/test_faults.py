@@ -382,12 +382,12 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_finite_checkpoint(photo_fo
     from cresshift.training.trainer import NonFiniteTrainingError
 
     tr = Trainer(tiny(photo_folder, tmp_path, steps=6, save_every=1, keep_last=1, predict="residual"))
-    real = tr.loss_on
+    real = tr.sample_losses  # what train_step calls: (t, per-crop losses)
 
     def diverging(net, hr, lr):
-        loss = real(net, hr, lr)
-        return loss * float("nan") if tr.step >= 3 else loss
-    tr.loss_on = diverging
+        t, err = real(net, hr, lr)
+        return t, (err * float("nan") if tr.step >= 3 else err)
+    tr.sample_losses = diverging
     with pytest.raises(NonFiniteTrainingError, match="step 4") as info:
         tr.run(progress=False)
     assert "ckpt-0000003.pt" in str(info.value) and len(str(info.value).splitlines()) == 1
@@ -446,15 +446,15 @@ def test_full_disk_during_finetune_is_one_line(photo_folder, tmp_path, monkeypat
 
 
 def _double_sigint_in_step(tr):
-    real = tr.loss_on
+    real = tr.sample_losses  # what train_step calls
 
-    def loss_on(net, hr, lr):
+    def sample_losses(net, hr, lr):
         if tr.step == 3 and not getattr(tr, "_fired", False):
             tr._fired = True
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
         return real(net, hr, lr)
-    tr.loss_on = loss_on
+    tr.sample_losses = sample_losses
 
 
 def _double_sigint_in_save(tr):

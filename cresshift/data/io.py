@@ -397,25 +397,35 @@ def lock_folder(folder: PathLike) -> Iterator[Path]:
     """Hold an exclusive lock on ``folder`` (created) while writing into it; OutputError if another run holds it.
 
     The lock is ``flock`` on the folder itself: the kernel drops it when the process ends, so
-    a killed run never leaves a stale lock. Without ``fcntl`` (Windows) it is a no-op.
+    a killed run never leaves a stale lock. Without ``fcntl`` (Windows) it is a no-op. Folders
+    this call created and that are still empty at the end (a run that failed before writing)
+    are removed again.
     """
     folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield folder
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(f"another cresshift run is writing into {folder}; wait for it to finish "
-                              f"or choose another output folder") from None
-        yield folder
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield folder
+            return
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise OutputError(f"another cresshift run is writing into {folder}; wait for it to finish "
+                                  f"or choose another output folder") from None
+            yield folder
+        finally:
+            os.close(fd)  # releases the lock
     finally:
-        os.close(fd)  # releases the lock
+        for path in created:  # deepest first
+            try:
+                path.rmdir()
+            except OSError:
+                break  # not empty (or not ours to remove): keep it and its parents
 
 
 def strict_json(obj: Any, **dumps_options: Any) -> str:
