@@ -15,6 +15,11 @@ from typing import Any
 from cresshift.bench import perception_distortion_plot
 
 
+def _mean(text: str) -> float:
+    """A report cell, ``mean`` or ``mean ± half``: the mean."""
+    return float(text.partition("±")[0])
+
+
 def gate_table(text: str) -> tuple[list[dict[str, Any]], str]:
     """The rows of a quality-gate report's Markdown table as bench-style table entries, and the LPIPS heading."""
     lines = [line for line in text.splitlines() if line.startswith("| ")]
@@ -26,8 +31,8 @@ def gate_table(text: str) -> tuple[list[dict[str, Any]], str]:
         baseline = "baseline" in cells["model"]
         solver = cells["solver"] if cells["model"] == "continuous" else cells["model"]
         table.append({"solver": solver, "rho": None if cells["rho"] == "-" else float(cells["rho"]),
-                      "nfe": int(cells["NFE"]), "baseline": baseline, "psnr_y": float(cells["PSNR-Y (dB)"]),
-                      "lpips": float(cells[lpips_name])})
+                      "nfe": int(cells["NFE"]), "baseline": baseline, "psnr_y": _mean(cells["PSNR-Y (dB)"]),
+                      "lpips": _mean(cells[lpips_name])})
     return table, lpips_name
 
 

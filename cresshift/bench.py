@@ -777,8 +777,9 @@ def perception_distortion_plot(table: Sequence[dict[str, Any]], lpips_name: str,
     """LPIPS against PSNR-Y, one labelled point per table row (Blau & Michaeli's perception-distortion plane).
 
     Rows need ``lpips``, ``psnr_y``, ``solver``, ``rho``, ``nfe`` and ``baseline``; rows without
-    LPIPS are left out. ``psnr_y_ci`` / ``lpips_ci`` (95 % intervals, ``summarize``) become error
-    bars. Written atomically. Needs matplotlib.
+    LPIPS are left out. A row's ``vs_baseline`` (``summarize``) becomes error bars: the 95 %
+    interval of its paired difference to the baseline, drawn around the point (the spread over
+    images would hide every difference). Written atomically. Needs matplotlib.
     """
     from .data.io import atomic_write
 
@@ -794,13 +795,16 @@ def perception_distortion_plot(table: Sequence[dict[str, Any]], lpips_name: str,
         label = "Baseline (markov)" if e["baseline"] else \
             e["solver"] + ("" if e["rho"] is None else f" ρ={e['rho']:g}") + (f" @{e['nfe']}" if e["nfe"] else "")
         ax.scatter(e["psnr_y"], e["lpips"], marker="*" if e["baseline"] else "o", s=60 if e["baseline"] else 20)
-        (x_lo, x_hi), (y_lo, y_hi) = (e.get("psnr_y_ci") or (e["psnr_y"],) * 2), (e.get("lpips_ci") or (e["lpips"],) * 2)
-        ax.errorbar(e["psnr_y"], e["lpips"], xerr=[[e["psnr_y"] - x_lo], [x_hi - e["psnr_y"]]],
-                    yerr=[[e["lpips"] - y_lo], [y_hi - e["lpips"]]], fmt="none", elinewidth=0.6, alpha=0.6)
+        paired = e.get("vs_baseline") or {}
+        if paired.get("psnr_y") and paired.get("lpips"):  # the paired difference's interval, around the point
+            (x_lo, x_hi), (y_lo, y_hi) = paired["psnr_y"]["ci"], paired["lpips"]["ci"]
+            dx, dy = paired["psnr_y"]["diff"], paired["lpips"]["diff"]
+            ax.errorbar(e["psnr_y"], e["lpips"], xerr=[[dx - x_lo], [x_hi - dx]], yerr=[[dy - y_lo], [y_hi - dy]],
+                        fmt="none", elinewidth=0.6, alpha=0.6)
         ax.annotate(label, (e["psnr_y"], e["lpips"]), fontsize=5, xytext=(3, 2), textcoords="offset points")
     ax.set_xlabel("PSNR-Y (dB) ↑")
     ax.set_ylabel(f"{lpips_name} ↓")
-    ax.set_title("perception–distortion: better is down and right (bars: 95 % intervals)", fontsize=8)
+    ax.set_title("perception–distortion: better is down and right\n(bars: 95 % interval of the paired difference to the baseline)", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
