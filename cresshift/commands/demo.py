@@ -43,16 +43,14 @@ def demo(host: str, port: int, model: str, preset: Optional[str], autoencoder: O
         from ..demo.app import create_app
     except ImportError:
         raise CliError(DEMO_EXTRA_HINT) from None
-    import torch
 
-    from ..bench import resolve_device
     from ..demo.service import ModelChoice
+    from ..runtime import resolve_device, torch_dtype
 
     choices = [ModelChoice(Path(model).name if Path(model).suffix else model, model, preset, autoencoder)]
     choices += [ModelChoice(name, name) for name in ("bundled", "bundled-discrete") if name != model]
     dev = resolve_device(device)
-    torch_dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    app = create_app(choices, device=dev, dtype=torch_dtype, max_pixels=max_pixels, max_waiting=max_waiting)
+    app = create_app(choices, device=dev, dtype=torch_dtype(dtype), max_pixels=max_pixels, max_waiting=max_waiting)
     _check_port(host, port)
     app.state.demo.store.get(choices[0].name)  # a checkpoint that does not load fails now, in one line
     log(f"cresshift demo on http://{host}:{port} (model {choices[0].name}, device {dev}); Ctrl-C stops it")

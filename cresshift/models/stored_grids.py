@@ -10,7 +10,6 @@ key is ``"<solver>/nfe=<N>/<schedule family>"`` (``cresshift.grids.schedule_kind
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -91,21 +90,13 @@ def store_grid(model: Union[str, Path], key: str, record: dict[str, Any], *, ove
         groups, config = load_cresshift(path)
         config["grids"] = {**(config.get("grids") or {}), key: record}
         target = path
-        _keeping_mode(target, lambda: save_cresshift(path, groups, config))
+        save_cresshift(path, groups, config)  # atomic_write: keeps the mode, follows links
     else:
         target = sidecar_path(path)
         grids = {**stored_grids(path), key: record}
         text = json.dumps({"format": SIDECAR_FORMAT, "model": path.name, "grids": grids}, indent=1) + "\n"
-        _keeping_mode(target, lambda: atomic_write(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8")))
+        atomic_write(target, text)
     return target
-
-
-def _keeping_mode(path: Path, write: Any) -> None:
-    """Run ``write()`` (an atomic replace of ``path``) and give the new file the old one's mode."""
-    mode: Optional[int] = path.stat().st_mode & 0o7777 if path.exists() else None
-    write()
-    if mode is not None:
-        os.chmod(path, mode)
 
 
 def grid_request(grid: Optional[str], rho: Optional[float], *, model: Union[str, Path], solver: str, nfe: int,
