@@ -9,11 +9,12 @@
 Small pixel-space Swin-UNet, x4 SR on 64x64 HR crops of the photographs shipped in
 scikit-image/scikit-learn (test photographs held out, ``cresshift/data/PHOTOS.md``). Each
 phase keeps its best EMA checkpoint by validation PSNR-Y on the validation photograph (never
-the test photographs). The log goes to stderr and to ``--log``.
+the test photographs). The log goes to stderr and is appended to ``--log`` (default
+``OUT/train.log``; appending never loses an earlier run's log).
 
     python benchmarks/train_bundled.py --install      # about 25 min on a 2-core CPU
     python benchmarks/train_bundled.py --phases 2 --init-discrete cresshift/bundled/discrete.safetensors \
-        --log benchmarks/logs/train_bundled_phase2.log --install   # phase 2 alone, from the shipped baseline
+        --out runs/phase2 --install   # phase 2 alone, from the shipped baseline
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class _Tee:
 
     def __init__(self, stream, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.stream, self.file = stream, open(path, "w")
+        self.stream, self.file = stream, open(path, "a")
 
     def write(self, s: str) -> int:
         self.stream.write(s)
@@ -57,7 +58,7 @@ class _Tee:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/bundled")
-    ap.add_argument("--log", default=str(ROOT / "benchmarks" / "logs" / "train_bundled.log"))
+    ap.add_argument("--log", default=None, help="log file, appended to (default: OUT/train.log)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data", default="photos-colour",
                     help="training folder, 'photos' (all shipped training photographs) or 'photos-colour' (the colour ones)")
@@ -102,7 +103,7 @@ def main() -> None:
         ap.error("--val-every and --val-every-finetune must be >= 1")
     if not (0 < args.scale_aug <= 1 and 0 < args.scale_aug_finetune <= 1):
         ap.error("--scale-aug and --scale-aug-finetune must be in (0, 1] (1 = off)")
-    sys.stderr = _Tee(sys.stderr, Path(args.log))  # type: ignore[assignment]
+    sys.stderr = _Tee(sys.stderr, Path(args.log) if args.log else Path(args.out) / "train.log")  # type: ignore[assignment]
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
