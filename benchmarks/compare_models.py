@@ -37,6 +37,11 @@ def tiles(arg: str) -> torch.Tensor:
     return torch.stack([load_image(p) for p in list_images([str(folder)])])
 
 
+def signed(x: float, digits: int) -> str:
+    """A difference with ``digits`` decimals, or in scientific notation where those would round it to zero."""
+    return f"{x:+.1e}" if x != 0 and abs(x) < 0.5 * 10.0 ** -digits else f"{x:+.{digits}f}"
+
+
 def measure(model: str, hr: torch.Tensor, args: argparse.Namespace, lpips: LPIPSMetric) -> dict[str, np.ndarray]:
     """Per metric the values[tile, seed] of one model."""
     pipe = load_pipeline(model)
@@ -82,7 +87,7 @@ def main() -> int:
         verdict = "no significant difference" if not d.significant else \
             ("B better" if (d.mean > 0) == higher else "A better")
         lines.append(f"| {head} | {ia.mean:.{digits}f} ± {ia.half_width:.{digits}f} | {ib.mean:.{digits}f} ± "
-                     f"{ib.half_width:.{digits}f} | {d.mean:+.{digits}f} [{d.lo:+.{digits}f}, {d.hi:+.{digits}f}] | "
+                     f"{ib.half_width:.{digits}f} | {signed(d.mean, digits)} [{signed(d.lo, digits)}, {signed(d.hi, digits)}] | "
                      f"{verdict} |")
     command = " ".join(["python benchmarks/compare_models.py", *sys.argv[1:]])
     text = "\n".join(lines) + f"\n\nCommand: `{command}`\n"

@@ -7,16 +7,23 @@ and p is fitted to the same losses, so the ratio is an optimistic estimate.
 
     python benchmarks/t_sampler_variance.py runs/loss-aware/continuous/ckpt-0000020.pt
 """
+import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from cresshift.training.t_sampler import LossAwareTSampler
 
-checkpoint = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ap.add_argument("checkpoint", help="a trainer checkpoint (OUT/continuous/ckpt-*.pt) of a --t-sampler loss-aware run")
+path = ap.parse_args().checkpoint
+if not Path(path).is_file():
+    ap.error(f"{path}: no such file")
+checkpoint = torch.load(path, map_location="cpu", weights_only=True)
 if "t_sampler" not in checkpoint:
-    sys.exit(f"{sys.argv[1]} holds no loss-aware t-sampler state (a run with --t-sampler loss-aware writes one)")
+    sys.exit(f"{path} holds no loss-aware t-sampler state (a run with --t-sampler loss-aware writes one)")
 state = checkpoint["t_sampler"][0]
 losses = state["losses"].double().numpy()
 B, H = losses.shape
