@@ -35,7 +35,7 @@ ORDER_NFES = [100, 200, 400]
 # (label, grid, rho); "auto" is the solver's default.
 GRIDS = [("auto", "auto", None), ("rho 1", "rho", 1.0), ("rho 2", "rho", 2.0), ("rho 4", "rho", 4.0),
          ("rho 7", "rho", 7.0), ("rho -8", "rho", -8.0), ("lambda", "lambda", None), ("logeta", "logeta", None),
-         ("karras 7", "karras", 7.0)]
+         ("logeta 1.5", "logeta", 1.5), ("logeta 2", "logeta", 2.0), ("logeta 3", "logeta", 3.0), ("karras 7", "karras", 7.0)]
 # (label, solver, options)
 SOLVERS = [("euler", "euler", {}), ("heun", "heun", {}), ("ddim", "ddim", {}), ("dpmpp-2m", "dpmpp-2m", {}),
            ("dpmpp-2m (lambda=-log sigma~)", "dpmpp-2m", {"lambda_var": "sigma"}), ("dpmpp-3m", "dpmpp-3m", {}),
