@@ -4,8 +4,9 @@ Part ``analytic``: the Gaussian problem (``cresshift.testing.GaussianProblem``; 
 when ``cresshift.testing.GaussianMixtureProblem`` exists) on realsr-v1's exact schedule and its
 exp-alpha fit. Each solver's grid is optimised at NFE 4, 5, 6 on calibration samples (seed 1)
 against the exact solution and evaluated on other samples (seed 2) next to the best fixed grid
-for the same solver (rho in t for every rho in ``RHOS``, lambda, karras; the best chosen on the
-held-out samples themselves, which favours the fixed grids).
+for the same solver (rho in t for every rho in ``RHOS``, lambda, karras, log eta graded with every
+rho in ``LOG_ETA_RHOS``; the best chosen on the held-out samples themselves, which favours the
+fixed grids).
 
 Part ``bundled``: the bundled model, grids optimised on calibration tiles cut from the
 validation photograph (``cresshift.data.photos.validation_tiles``: coffee, never a test tile),
@@ -29,18 +30,20 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from cresshift.grids import karras_grid, lambda_grid, optimize_grid, rho_grid
+from cresshift.grids import karras_grid, lambda_grid, log_eta_grid, optimize_grid, rho_grid
 from cresshift.schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule
 from cresshift.solvers import SOLVERS, sample
 from cresshift.solvers.optimize import grid_error, prior_sample
 
 RHOS = (1.0, 2.0, 4.0, 7.0, -4.0, -8.0)
+LOG_ETA_RHOS = (1.0, 1.5, 2.0, 3.0)
 
 
 def fixed_grids(n: int, schedule: Any) -> dict[str, np.ndarray]:
     grids = {f"rho {rho:g}": rho_grid(n, rho, schedule.t_min) for rho in RHOS}
     grids["lambda"] = lambda_grid(n, schedule)
     grids["karras"] = karras_grid(n, schedule)
+    grids.update({f"logeta {rho:g}": log_eta_grid(n, schedule, rho) for rho in LOG_ETA_RHOS})
     return grids
 
 
