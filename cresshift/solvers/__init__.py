@@ -51,7 +51,7 @@ def _auto(default: GridChoice, exact: GridChoice, exact_above: Optional[tuple[in
 
 
 # grid="auto", measured with benchmarks/solver_accuracy.py on the Gaussian and Gaussian-mixture
-# problems (benchmarks/solver_accuracy_results.md, "How auto is chosen"): per solver, schedule kind
+# problems (benchmarks/solver_accuracy_results.md, "What changed and why"): per solver, schedule kind
 # and NFE the fixed grid with the smallest geometric mean over the two problems of its error over
 # the best fixed grid's, except where that grid loses the order the solver has on smooth grids at
 # large NFE (a rho grid in t on the exact schedule, whose eta(t) ~ (t - 1/T)^0.3: there a
