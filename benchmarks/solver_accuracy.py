@@ -225,6 +225,7 @@ def plot(results: dict[str, list[dict]], path: Path) -> bool:
     """Per case: each solver on its auto grid, and Euler on rho = 1, error against NFE."""
     try:
         import matplotlib
+        import matplotlib.ticker
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -236,6 +237,9 @@ def plot(results: dict[str, list[dict]], path: Path) -> bool:
             ax.loglog(*zip(*pts), marker="o", ms=3, label=f"{label} (auto)")
         pts = sorted((r["nfe"], r["rms"]) for r in rows if r["solver"] == "euler" and r["grid"] == "rho 1")
         ax.loglog(*zip(*pts), "k--", lw=1, label="euler, rho 1")
+        ax.set_xticks(NFES)
+        ax.set_xticklabels([str(n) for n in NFES])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("NFE")
         ax.set_ylabel("RMS error vs exact solution")
         ax.set_title(name, fontsize=10)
