@@ -4,10 +4,12 @@ Part ``analytic``: the Gaussian problem (``cresshift.testing.GaussianProblem``; 
 when ``cresshift.testing.GaussianMixtureProblem`` exists) on realsr-v1's exact schedule and its
 exp-alpha fit. Each solver's grid is optimised at NFE 4, 5, 6 on calibration samples (seed 1)
 against the exact solution and evaluated on other samples (seed 2) next to the best fixed grid
-for the same solver (rho in t for every rho in ``RHOS``, lambda, karras; the best chosen on the
-held-out samples themselves, which favours the fixed grids).
+for the same solver (rho in t for every rho in ``RHOS``, lambda, karras, log eta graded with every
+rho in ``LOG_ETA_RHOS``; the best chosen on the held-out samples themselves, which favours the
+fixed grids).
 
-Part ``bundled``: the bundled model, grids optimised on calibration tiles cut from the
+Part ``bundled``: the bundled model (solver ``--solver``, its rho-1, lambda and auto grids against
+the optimised one), grids optimised (``optimize_grid``'s default starts, ``--max-evals`` runs) on calibration tiles cut from the
 validation photograph (``cresshift.data.photos.validation_tiles``: coffee, never a test tile),
 evaluated on the 18 held-out test tiles: PSNR-Y, SSIM-Y, LPIPS (n/a without its weights) and
 RMS distance of the output to a converged reference (adaptive dopri5) from the same x_T.
@@ -29,18 +31,20 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from cresshift.grids import karras_grid, lambda_grid, optimize_grid, rho_grid
+from cresshift.grids import karras_grid, lambda_grid, log_eta_grid, optimize_grid, rho_grid
 from cresshift.schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule
 from cresshift.solvers import SOLVERS, sample
 from cresshift.solvers.optimize import grid_error, prior_sample
 
 RHOS = (1.0, 2.0, 4.0, 7.0, -4.0, -8.0)
+LOG_ETA_RHOS = (1.0, 1.5, 2.0, 3.0)
 
 
 def fixed_grids(n: int, schedule: Any) -> dict[str, np.ndarray]:
     grids = {f"rho {rho:g}": rho_grid(n, rho, schedule.t_min) for rho in RHOS}
     grids["lambda"] = lambda_grid(n, schedule)
     grids["karras"] = karras_grid(n, schedule)
+    grids.update({f"logeta {rho:g}": log_eta_grid(n, schedule, rho) for rho in LOG_ETA_RHOS})
     return grids
 
 
@@ -166,15 +170,16 @@ def bundled(args: argparse.Namespace) -> list[dict[str, Any]]:
     grids: dict[int, dict[str, list[float]]] = {}
     for nfe in args.nfes:
         n = SOLVERS[solver].points_for_nfe(nfe)
-        fixed = {"rho 1": rho_grid(n, 1.0, sched.t_min), "lambda": lambda_grid(n, sched)}
+        fixed = {"rho 1": rho_grid(n, 1.0, sched.t_min), "lambda": lambda_grid(n, sched),
+                 "auto": SOLVERS[solver].grid(sched, nfe)}
 
         def optimise() -> dict[str, Any]:
             t0 = time.perf_counter()
             errs = {k: grid_error(calib["denoiser"], calib["y"], sched, g, solver=solver, nfe=nfe, x_T=calib["x_T"],
                                   reference=ref_c) for k, g in fixed.items()}
-            start = fixed[min(errs, key=errs.get)]
+            # optimize_grid's own starts (the auto, lambda, karras, log-eta and rho grids), best ones searched
             ts = optimize_grid(calib["denoiser"], calib["y"], sched, solver=solver, nfe=nfe, x_T=calib["x_T"],
-                               reference=ref_c, start=start, max_evals=args.max_evals)
+                               reference=ref_c, max_evals=args.max_evals)
             opt = grid_error(calib["denoiser"], calib["y"], sched, ts, solver=solver, nfe=nfe, x_T=calib["x_T"],
                              reference=ref_c)
             return dict(ts=ts.tolist(), calibration_errors={**errs, "optimised": opt},
@@ -221,7 +226,7 @@ def main() -> None:
     ap.add_argument("--model", default="bundled")
     ap.add_argument("--solver", default="dpmpp-2m", help="bundled: the solver whose grids are compared")
     ap.add_argument("--calib-tiles", type=int, default=4, help="bundled: validation tiles to optimise on")
-    ap.add_argument("--max-evals", type=int, default=8, help="bundled: Nelder-Mead sampler runs per NFE")
+    ap.add_argument("--max-evals", type=int, default=30, help="bundled: Nelder-Mead sampler runs per NFE")
     ap.add_argument("--reference-rtol", type=float, default=1e-3, help="bundled: adaptive reference rtol = atol")
     ap.add_argument("--no-rms", action="store_true", help="bundled: skip the test reference (no RMS column)")
     ap.add_argument("--threads", type=int, default=1)

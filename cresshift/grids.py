@@ -5,7 +5,9 @@ Families, all decreasing with exact endpoints 1 and 1/T:
 * ``rho``: the paper's rho grid in t (``rho_grid``);
 * ``lambda``: uniform in the log-SNR ``lambda = -log sigma~`` (``lambda_grid``);
 * ``karras``: Karras et al.'s rho spacing in ``sigma~`` (``karras_grid``);
-* ``logeta``: uniform in ``log eta`` (``log_eta_grid``), the log-time DPM-Solver++ extrapolates in.
+* ``logeta``: uniform in ``log eta`` (``log_eta_grid``), the log-time DPM-Solver++ extrapolates in;
+  with rho != 1 graded in log eta, ``v_i = 1 - (i/(n-1))^rho`` (rho > 1 crowds steps at the noisy
+  end t = 1 and stays uniform at the image end, so it keeps the order of the uniform one).
 
 The last three are spaced in a function of eta (EDM's ``sigma~ = kappa sqrt(eta) / (1 - eta)``,
 or eta itself) and mapped back to t through the schedule's exact inverse; they keep
@@ -111,11 +113,24 @@ def karras_grid(n: int, schedule: Schedule, rho: float = KARRAS_RHO) -> np.ndarr
     return _from_sigmas(sigmas, sched)
 
 
-def log_eta_grid(n: int, schedule: Schedule) -> np.ndarray:
-    """``n`` times from 1 to 1/T uniform in ``log eta`` (= uniform in -log sqrt(eta)), mapped to t exactly."""
+def log_eta_grid(n: int, schedule: Schedule, rho: float = 1.0) -> np.ndarray:
+    """``n`` times from 1 to 1/T spaced in ``log eta``, mapped to t exactly.
+
+    With ``v = (log eta - log eta(1/T)) / (log eta(1) - log eta(1/T))`` in [0, 1] the grid is
+    ``v_i = 1 - (i/(n-1))^rho``: rho = 1 is uniform in log eta (= uniform in -log sqrt(eta));
+    rho > 1 crowds steps near t = 1 (the noisy LR end) and keeps a non-zero spacing in v at the
+    image end, where the exact schedule's ``log eta`` is an affine function of ``(T t - 1)^power``:
+    the grid stays smooth in the variables the solvers step in, so solvers keep their order
+    (measured in benchmarks/solver_accuracy_results.md; rho = 1.5-2 is the best fixed grid of
+    several solvers on the exact schedule).
+    """
     n, sched = _check_n(n), as_continuous(schedule)
+    if not (rho > 0 and np.isfinite(rho)):
+        raise ValueError(f"the logeta grid needs a finite rho > 0 (1 is uniform in log eta), got rho={rho}")
     eta_hi, eta_lo = (float(v) for v in sched.eta(np.array([1.0, sched.t_min])))
-    t = np.asarray(sched.t_of_eta(np.exp(np.linspace(math.log(eta_hi), math.log(eta_lo), n))), np.float64)
+    lo, hi = math.log(eta_lo), math.log(eta_hi)
+    v = 1.0 - np.linspace(0.0, 1.0, n) ** float(rho)
+    t = np.asarray(sched.t_of_eta(np.exp(lo + v * (hi - lo))), np.float64)
     t[0], t[-1] = 1.0, sched.t_min
     return check_grid(t, sched)
 
@@ -134,7 +149,7 @@ def check_grid(ts: Any, schedule: Schedule, *, min_points: int = 2) -> np.ndarra
 
 @dataclass(frozen=True)
 class GridChoice:
-    """A grid family and its parameter (rho for ``rho`` and ``karras``; None for ``lambda`` and ``logeta``)."""
+    """A grid family and its parameter (rho for ``rho``, ``karras`` and ``logeta``; None for ``lambda``)."""
 
     family: str
     rho: Optional[float] = None
@@ -162,7 +177,7 @@ def make_grid(grid: GridRequest, n: int, schedule: Schedule, *, rho: Optional[fl
 
     ``grid=None`` means ``rho`` when ``rho`` is given, else ``auto``. ``n`` is the number of
     points (for an array or a file, the most it may have). ``rho`` parametrises the ``rho``
-    (default 1, uniform) and ``karras`` (default 7) families. ``auto`` is ``solver``'s documented
+    (default 1, uniform), ``karras`` (default 7) and ``logeta`` (default 1, uniform) families. ``auto`` is ``solver``'s documented
     best grid on this schedule (``solver``: a ``cresshift.solvers.SOLVERS`` entry).
     """
     sched = as_continuous(schedule)
@@ -183,7 +198,7 @@ def make_grid(grid: GridRequest, n: int, schedule: Schedule, *, rho: Optional[fl
                              "a grid JSON file or an array of times")
         grid = load_grid(grid, sched)
     if rho is not None:
-        raise ValueError(f"rho={rho:g} sets the rho and karras grids; an explicit grid takes none")
+        raise ValueError(f"rho={rho:g} sets the rho, karras and logeta grids; an explicit grid takes none")
     ts = check_grid(grid, sched)
     if len(ts) > _check_n(n):
         raise ValueError(f"the grid has {len(ts)} points, more than the {n} this NFE budget allows")
@@ -196,9 +211,11 @@ def _family_grid(family: str, n: int, schedule: ContinuousSchedule, rho: Optiona
         return rho_grid(n, 1.0 if rho is None else rho, schedule.t_min)
     if family == "karras":
         return karras_grid(n, schedule, KARRAS_RHO if rho is None else rho)
+    if family == "logeta":
+        return log_eta_grid(n, schedule, 1.0 if rho is None else rho)
     if rho is not None:
-        raise ValueError(f"rho={rho:g} sets the rho and karras grids; the {family} grid takes none")
-    return lambda_grid(n, schedule) if family == "lambda" else log_eta_grid(n, schedule)
+        raise ValueError(f"rho={rho:g} sets the rho, karras and logeta grids; the {family} grid takes none")
+    return lambda_grid(n, schedule)
 
 
 def grid_json(ts: Sequence[float], schedule: Schedule, **meta: Any) -> str:

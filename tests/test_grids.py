@@ -56,7 +56,8 @@ def all_schedules():
 
 
 SCHEDULES = all_schedules()
-FAMILIES = [("rho", 1.0), ("rho", 7.0), ("rho", -8.0), ("lambda", None), ("karras", 7.0), ("karras", 2.0), ("logeta", None)]
+FAMILIES = [("rho", 1.0), ("rho", 7.0), ("rho", -8.0), ("lambda", None), ("karras", 7.0), ("karras", 2.0), ("logeta", None),
+            ("logeta", 1.5), ("logeta", 2.0), ("logeta", 0.7)]
 
 
 @pytest.mark.parametrize("sched", SCHEDULES, ids=repr)
@@ -80,6 +81,19 @@ def test_lambda_grid_is_uniform_in_log_snr(sched):
 def test_log_eta_grid_is_uniform_in_log_eta(sched):
     t = log_eta_grid(9, sched)
     np.testing.assert_allclose(np.diff(np.log(sched.eta(t))), np.diff(np.log(sched.eta(t)))[0], rtol=1e-7)
+
+
+@pytest.mark.parametrize("sched", SCHEDULES[4:], ids=repr)
+@pytest.mark.parametrize("rho", [1.5, 2.0])
+def test_graded_log_eta_grid_follows_its_formula(sched, rho):
+    n = 9
+    t = make_grid("logeta", n, sched, rho=rho)
+    le = np.log(sched.eta(t))
+    v = (le - le[-1]) / (le[0] - le[-1])
+    np.testing.assert_allclose(v, 1 - (np.arange(n) / (n - 1)) ** rho, atol=1e-9)
+    # rho > 1 crowds steps at the noisy end and keeps the uniform spacing's last step within a factor rho
+    steps = -np.diff(v)
+    assert steps[0] < steps[-1] and steps[-1] == pytest.approx(1 - ((n - 2) / (n - 1)) ** rho, rel=1e-7)
 
 
 @pytest.mark.parametrize("sched", SCHEDULES[4:], ids=repr)
@@ -127,7 +141,7 @@ def test_bad_grid_requests(v1, tmp_path):
     one_line_error("unknown grid 'optimised'", make_grid, "optimised", 5, v1)
     one_line_error("pass solver=", make_grid, "auto", 5, v1)
     one_line_error("lambda grid takes none", make_grid, "lambda", 5, v1, rho=2.0)
-    one_line_error("logeta grid takes none", make_grid, "logeta", 5, v1, rho=2.0)
+    one_line_error("logeta grid needs a finite rho > 0", make_grid, "logeta", 5, v1, rho=-2.0)
     one_line_error("strictly decreasing", make_grid, [1.0, 0.2, 0.5, 1 / 15], 5, v1)
     one_line_error("lie in", make_grid, [1.0, 0.5, 0.01], 5, v1)
     one_line_error("more than the 3", make_grid, [1.0, 0.5, 0.2, 1 / 15], 3, v1)

@@ -86,6 +86,8 @@ def test_default_reference_seeded_and_deterministic(problem):
     (dict(solver="nope", nfe=5), "unknown solver"),
     (dict(solver="euler", nfe=5, start=[1.0, 0.5, 1 / 15]), "has 5 points"),
     (dict(solver="euler", nfe=3, start=[1.0, 0.05, 1 / 15]), "decrease strictly"),
+    (dict(solver="euler", nfe=5, space="sigma"), "space must be one of"),
+    (dict(solver="euler", nfe=5, restarts=0), "restarts must be a positive integer"),
 ])
 def test_bad_input_one_line(problem, kwargs, match):
     y = problem.y.expand(4, -1).clone()
@@ -103,3 +105,31 @@ def test_default_start_no_worse_than_the_solvers_auto_grid(problem, solver, nfe)
     kwargs = dict(solver=solver, nfe=nfe, x_T=x_T, reference=ref)
     assert grid_error(problem.denoiser, y, problem.schedule, ts, **kwargs) <= \
         grid_error(problem.denoiser, y, problem.schedule, auto, **kwargs)
+
+
+@pytest.mark.parametrize("solver,nfe", [("ipndm", 5), ("dpmpp-3m", 5)])
+def test_restarts_no_worse_than_one_search_nor_any_start(problem, solver, nfe):
+    from cresshift.solvers.optimize import _start_grids
+
+    y, x_T, ref = _batch(problem, 32, seed=1)
+    kwargs = dict(solver=solver, nfe=nfe, x_T=x_T, reference=ref)
+    err = lambda ts: grid_error(problem.denoiser, y, problem.schedule, ts, **kwargs)  # noqa: E731
+    one = optimize_grid(problem.denoiser, y, problem.schedule, restarts=1, **kwargs)
+    three = optimize_grid(problem.denoiser, y, problem.schedule, restarts=3, **kwargs)
+    assert err(three) <= err(one)
+    n = SOLVERS[solver].points_for_nfe(nfe)
+    starts = _start_grids(None, n, problem.schedule, solver, nfe)
+    assert len(starts) >= 10 and err(three) <= min(err(g) for g in starts)
+    # and the search does gain on its calibration samples (the best start is not a local optimum)
+    assert err(three) < 0.9 * min(err(g) for g in starts)
+
+
+@pytest.mark.parametrize("space", ["logeta", "lambda"])
+def test_both_parametrisations_round_trip(problem, space):
+    from cresshift.grids import log_eta_grid
+    from cresshift.solvers.optimize import _coord, _decode, _encode
+
+    ts = log_eta_grid(7, problem.schedule, 2.0)
+    ends = tuple(float(c) for c in _coord([1.0, 1 / 15], problem.schedule, space))
+    np.testing.assert_allclose(_decode(_encode(ts, problem.schedule, space), ends, problem.schedule, space), ts,
+                               rtol=1e-9)

@@ -50,10 +50,17 @@ def _auto(default: GridChoice, exact: GridChoice, exact_above: Optional[tuple[in
     return {"default": ((None, default),), "exact": rule_exact}
 
 
-# grid="auto", measured with benchmarks/solver_accuracy.py (README "Solvers at low NFE").
+# grid="auto", measured with benchmarks/solver_accuracy.py on the Gaussian and Gaussian-mixture
+# problems (benchmarks/solver_accuracy_results.md, "What changed and why"): per solver, schedule kind
+# and NFE the fixed grid with the smallest geometric mean over the two problems of its error over
+# the best fixed grid's, except where that grid loses the order the solver has on smooth grids at
+# large NFE (a rho grid in t on the exact schedule, whose eta(t) ~ (t - 1/T)^0.3: there a
+# log-eta-spaced grid, which keeps it).
 RHO1, RHO2, RHO4, RHO7 = (GridChoice("rho", rho) for rho in (1.0, 2.0, 4.0, 7.0))
 LAMBDA, LOG_ETA = GridChoice("lambda"), GridChoice("logeta")
-HEUN_SWITCH, DPMPP_2M_SWITCH = 400, 6  # NFE up to which a rho grid beats logeta on the exact schedule
+LOG_ETA_15, LOG_ETA_2 = GridChoice("logeta", 1.5), GridChoice("logeta", 2.0)
+# NFE up to which: a rho grid beats the log-eta ones (heun, dpmpp-2m); logeta rho=2 beats rho=1.5 (dpmpp-3m)
+HEUN_SWITCH, DPMPP_2M_SWITCH, DPMPP_3M_SWITCH = 19, 6, 30
 _AUTO_FIRST = _auto(RHO1, RHO2)
 
 SOLVERS: dict[str, SolverSpec] = {s.name: s for s in [
@@ -62,15 +69,15 @@ SOLVERS: dict[str, SolverSpec] = {s.name: s for s in [
     SolverSpec("euler", sample_euler, 1, 1, option_names=("variable",), defaults=_variable_default,
                auto=_AUTO_FIRST, description="Euler on the probability-flow ODE (the paper)"),
     SolverSpec("heun", sample_heun, 2, 2, option_names=("variable",), defaults=_variable_default,
-               auto=_auto(RHO2, RHO2, (HEUN_SWITCH, LOG_ETA)), description="Heun on the probability-flow ODE (the paper)"),
+               auto=_auto(RHO2, RHO2, (HEUN_SWITCH, LOG_ETA_15)), description="Heun on the probability-flow ODE (the paper)"),
     SolverSpec("ddim", sample_ddim, 1, 1, auto=_AUTO_FIRST,
                description="exact first-order exponential step (DDIM analogue)"),
     SolverSpec("dpmpp-2m", sample_dpmpp_2m, 2, 1, option_names=("lambda_var",),
                auto=_auto(RHO4, RHO7, (DPMPP_2M_SWITCH, LOG_ETA)),
                description="DPM-Solver++(2M) multistep exponential integrator"),
-    SolverSpec("dpmpp-3m", sample_dpmpp_3m, 3, 1, auto=_auto(RHO2, LAMBDA),
+    SolverSpec("dpmpp-3m", sample_dpmpp_3m, 3, 1, auto=_auto(LOG_ETA_2, LOG_ETA_2, (DPMPP_3M_SWITCH, LOG_ETA_15)),
                description="DPM-Solver++(3M) multistep exponential integrator"),
-    SolverSpec("ipndm", sample_ipndm, 4, 1, option_names=("variable", "order"), auto=_auto(RHO1, LAMBDA),
+    SolverSpec("ipndm", sample_ipndm, 4, 1, option_names=("variable", "order"), auto=_auto(LOG_ETA_2, LOG_ETA_2),
                description="iPNDM: variable-step Adams–Bashforth with lower-order warm-up"),
     SolverSpec("sde", sample_sde, 0.5, 1, stochastic=True, option_names=("noise",), auto=_AUTO_FIRST,
                check=lambda options: check_noise(options.get("noise", 1.0)),
