@@ -72,6 +72,8 @@ def test_sidecar_for_official_weights_and_missing_grid(tmp_path):
     assert rho is None and np.array_equal(grid, lambda_grid(4, sched))
     assert grid_request("lambda", -8.0, model=pth, solver="heun", nfe=7, schedule=sched) == ("lambda", None)
     assert grid_request(None, -8.0, model=pth, solver="heun", nfe=7, schedule=sched) == (None, -8.0)
+    for family in ("rho", "karras", "logeta"):  # the families rho parametrises get it
+        assert grid_request(family, 2.0, model=pth, solver="heun", nfe=7, schedule=sched) == (family, 2.0)
     side.write_text("{not json")
     with pytest.raises(ValueError, match="not a cresshift grids sidecar"):
         stored_grid(pth, "heun", 7, sched)

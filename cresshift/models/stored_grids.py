@@ -104,7 +104,8 @@ def grid_request(grid: Optional[str], rho: Optional[float], *, model: Union[str,
     """(grid, rho) for ``sample`` / ``SRPipeline.run`` from a command line's ``--grid`` word.
 
     None keeps ``rho``'s grid; ``optimized`` is the grid stored for (solver, nfe, schedule) with
-    ``model``; ``rho``, ``lambda``, ``karras``, ``auto`` and grid files pass through (rho only with ``rho``).
+    ``model``; ``rho``, ``lambda``, ``karras``, ``logeta``, ``auto`` and grid files pass through (rho only with the
+    families it parametrises: ``rho``, ``karras``, ``logeta``).
     """
     if grid is None:
         return None, rho
@@ -112,4 +113,4 @@ def grid_request(grid: Optional[str], rho: Optional[float], *, model: Union[str,
         if solver in ("markov", "adaptive"):
             raise ValueError(f"--grid optimized is for solvers with a time grid; {solver} has none")
         return stored_grid(model, solver, nfe, schedule), None
-    return grid, (rho if grid == "rho" else None)
+    return grid, (rho if grid in ("rho", "karras", "logeta") else None)
