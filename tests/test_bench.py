@@ -401,7 +401,7 @@ def test_bench_defaults_fail_in_one_line_without_bundled_files(data, tmp_path, m
 
     monkeypatch.setattr(pipeline, "bundled_path", lambda name: tmp_path / "no.safetensors")
     assert_error(run("bench", "--out", tmp_path / "d"), "bundled model")
-    monkeypatch.setattr(bench, "bundled_testset", lambda: tmp_path / "no-testset")
+    monkeypatch.setattr(bench.rows, "bundled_testset", lambda: tmp_path / "no-testset")  # where plan() looks it up
     assert_error(run("bench", "--model", data["model"], "--out", tmp_path / "d"), "held-out tiles", "--hr")
 
 
