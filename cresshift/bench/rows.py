@@ -95,6 +95,17 @@ def sweep_rows(solvers: Sequence[str], rhos: Sequence[float], nfes: Sequence[int
     return rows
 
 
+def requested_rows(solvers: Optional[Sequence[str]] = None, rhos: Optional[Sequence[float]] = None,
+                   nfes: Optional[Sequence[int]] = None, *, baseline: bool = True,
+                   options: Optional[dict[str, Any]] = None, grid: Optional[str] = None) -> list[Row]:
+    """The rows of ``cresshift bench``: Table 1 when no solver, rho, NFE, option or grid is given (without its
+    Baseline row if ``baseline`` is False), else ``sweep_rows`` with Table 1's values for what is not given."""
+    if solvers is None and rhos is None and nfes is None and not options and grid is None:
+        rows = table1_rows()
+        return rows if baseline else rows[1:]
+    return sweep_rows(solvers or TABLE1_SOLVERS, rhos or TABLE1_RHOS, nfes or (TABLE1_NFE,), baseline=baseline,
+                      options=options, grid=grid)
+
 def row_grid(row: Row, model: str, schedule: Any) -> tuple[Any, Optional[float]]:
     """(grid, rho) a row samples with (``optimized``: the grid stored with ``model``)."""
     from ..models.stored_grids import grid_request
