@@ -5,7 +5,11 @@ Every import in every module under cresshift/, lazy ones inside functions includ
 with ``ast`` and checked: no module imports from a layer above its own, and ``cresshift.solvers``
 imports nothing from models, data, metrics, training, bench or the CLI. The package root's lazy
 facade (``cresshift/__init__.py``) sits on top; a bare ``import cresshift`` (for ``__version__``)
-is allowed anywhere. A new module needs a line in ``LAYERS``.
+is allowed anywhere. A new module needs a line in ``LAYERS`` (a module inside a package listed
+there, such as ``bench/report.py`` or ``training/checkpoint.py``, takes its package's layer).
+
+A second check keeps ``_private`` names inside their module: no module imports a private name
+from another cresshift module or calls ``obj._name()`` on anything but ``self`` / ``cls``.
 """
 import ast
 from pathlib import Path

@@ -21,7 +21,9 @@ def _fmt(v: Any, digits: int) -> str:
 
 
 def headings(lpips_name: str) -> list[str]:
-    return ["solver", "rho", "NFE", f"{lpips_name} ↓", "SSIM-Y ↑", "PSNR-Y ↑", "PSNR-RGB ↑", "time (s)", "img/s"]
+    """The table's column headings: the row, one per metric of ``METRICS`` (arrow: better), then the timings."""
+    metrics = [f"{lpips_name if key == 'lpips' else name} {'↑' if higher else '↓'}" for key, name, higher, _ in METRICS]
+    return ["solver", "rho", "NFE", *metrics, "time (s)", "img/s"]
 
 
 def table_cells(entry: dict[str, Any]) -> list[str]:
@@ -75,7 +77,7 @@ def footer(result: BenchResult) -> list[str]:
 def to_csv(result: BenchResult) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    keys = ["label", "solver", "rho", "nfe", "nfe_budget", "lpips", "ssim_y", "psnr_y", "psnr_rgb", "images",
+    keys = ["label", "solver", "rho", "nfe", "nfe_budget", *(m for m, *_ in METRICS), "images",
             "seconds", "images_per_s", "schedule", "options"]
     extra = [f"{m}_{part}" for m, *_ in METRICS for part in ("lo", "hi", "diff", "diff_lo", "diff_hi", "significant")]
     w.writerow(keys + ["samples"] + extra)
