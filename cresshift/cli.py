@@ -720,6 +720,8 @@ def _rho_value(text: str) -> float:
 @click.option("--tile", type=click.IntRange(8, None), default=None, help="Network tile in LR pixels.")
 @click.option("--context-pad", type=click.IntRange(0, None), default=None,
               help="Mirrored border context in network pixels, every row [default: each model's own].")
+@click.option("--bicubic", is_flag=True, help="Add a first row 'bicubic' (NFE 0): the bicubic upsampling of the "
+              "LR input, scored like every row.")
 @click.option("--dry-run", is_flag=True, help="Check everything and print the planned rows, run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json on stdout instead of the table.")
 @common_options
@@ -727,8 +729,8 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
           baseline_model: str, no_baseline: bool, hr: Optional[str], lr: Optional[str], limit: Optional[int],
           solvers: Optional[list[str]], rhos: Optional[list[float]], grid_name: Optional[str], nfes: Optional[list[int]],
           solver_options: tuple[str, ...], schedule: str, lpips_net: str, lpips_backbone: Optional[str], crop_border: int, out: str,
-          fresh: bool, seed: int, seeds: int, tile: Optional[int], context_pad: Optional[int], dry_run: bool, as_json: bool,
-          quiet: bool) -> None:
+          fresh: bool, seed: int, seeds: int, tile: Optional[int], context_pad: Optional[int], bicubic: bool,
+          dry_run: bool, as_json: bool, quiet: bool) -> None:
     """NFE-matched LPIPS / SSIM / PSNR table of solvers x rho x NFE.
 
     With no --solvers/--rhos/--nfe this is the paper's Table 1: a Baseline row (the Markov
@@ -757,7 +759,8 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
     from . import bench as engine
     from .data.io import strict_json
 
-    rows = engine.requested_rows(solvers, rhos, nfes, baseline=not no_baseline, options=opts, grid=grid_name)
+    rows = engine.requested_rows(solvers, rhos, nfes, baseline=not no_baseline, options=opts, grid=grid_name,
+                                 bicubic=bicubic)
     settings = engine.BenchSettings(
         model=model, preset=preset, autoencoder=autoencoder, baseline_model=baseline_model, hr=hr, lr=lr, limit=limit,
         seed=seed, seeds=seeds, schedule=schedule, lpips_net=lpips_net, lpips_backbone=lpips_backbone, crop_border=crop_border, device=device,

@@ -30,9 +30,9 @@ Modules: ``rows`` (rows and the plan), ``data`` (dataset, bundled tiles, seeds, 
 from .data import Item, bundled_testset, dataset, draw_seed, load_item, weights_digest
 from .report import (command_line, footer, headings, perception_distortion_plot, result_json, table_cells, to_csv,
                      to_markdown, write_outputs)
-from .rows import (GRIDLESS, TABLE1_NFE, TABLE1_RHOS, TABLE1_SOLVERS, Plan, Row, baseline_name, check_rows,
-                   load_pipelines, plan, requested_rows, row_grid, sweep_rows, table1_rows)
-from .run import Progress, run_bench
+from .rows import (BICUBIC, GRIDLESS, TABLE1_NFE, TABLE1_RHOS, TABLE1_SOLVERS, Plan, Row, baseline_name, bicubic_row,
+                   check_rows, load_pipelines, plan, requested_rows, row_grid, sweep_rows, table1_rows)
+from .run import Progress, bicubic_sr, run_bench
 from .settings import METRICS, BenchResult, BenchSettings
 from .store import RecordStore, prepare_out, record_key
 from .summary import INTERVALS_NOTE, summarize

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from .rows import BICUBIC
 from .settings import METRICS, BenchResult
 from .summary import INTERVALS_NOTE
 
@@ -68,6 +69,9 @@ def footer(result: BenchResult) -> list[str]:
     if any(r.baseline for r in result.rows):
         lines.append(f"Baseline: the Markov sampler at NFE = T on {result.meta['models'].get('baseline')} "
                      f"(its discrete chain).")
+    if any(r.solver == BICUBIC for r in result.rows):
+        lines.append(f"bicubic: the bicubic x{result.meta['sf']} upsampling of the LR input (no network), "
+                     f"scored like every row.")
     lines += result.notes
     if s.get("command"):
         lines.append(f"Command: `{s['command']}`")

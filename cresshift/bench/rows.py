@@ -16,6 +16,7 @@ TABLE1_SOLVERS = ("euler", "heun")
 TABLE1_RHOS = (1.0, 4.0, 8.0, -4.0, -8.0)
 TABLE1_NFE = 15
 GRIDLESS = ("markov", "adaptive")  # solvers whose grid rho does not set
+BICUBIC = "bicubic"  # the solver name of the bicubic row: no network, NFE 0
 
 
 @dataclass(frozen=True)
@@ -95,16 +96,24 @@ def sweep_rows(solvers: Sequence[str], rhos: Sequence[float], nfes: Sequence[int
     return rows
 
 
+def bicubic_row() -> Row:
+    """The reference row: the bicubic x sf upsampling of the LR input (``bicubic_sr``), scored like every row, NFE 0."""
+    return Row(BICUBIC, 0)
+
+
 def requested_rows(solvers: Optional[Sequence[str]] = None, rhos: Optional[Sequence[float]] = None,
                    nfes: Optional[Sequence[int]] = None, *, baseline: bool = True,
-                   options: Optional[dict[str, Any]] = None, grid: Optional[str] = None) -> list[Row]:
+                   options: Optional[dict[str, Any]] = None, grid: Optional[str] = None,
+                   bicubic: bool = False) -> list[Row]:
     """The rows of ``cresshift bench``: Table 1 when no solver, rho, NFE, option or grid is given (without its
-    Baseline row if ``baseline`` is False), else ``sweep_rows`` with Table 1's values for what is not given."""
+    Baseline row if ``baseline`` is False), else ``sweep_rows`` with Table 1's values for what is not given;
+    ``bicubic`` puts the bicubic row first."""
+    first = [bicubic_row()] if bicubic else []
     if solvers is None and rhos is None and nfes is None and not options and grid is None:
         rows = table1_rows()
-        return rows if baseline else rows[1:]
-    return sweep_rows(solvers or TABLE1_SOLVERS, rhos or TABLE1_RHOS, nfes or (TABLE1_NFE,), baseline=baseline,
-                      options=options, grid=grid)
+        return first + (rows if baseline else rows[1:])
+    return first + sweep_rows(solvers or TABLE1_SOLVERS, rhos or TABLE1_RHOS, nfes or (TABLE1_NFE,),
+                              baseline=baseline, options=options, grid=grid)
 
 def row_grid(row: Row, model: str, schedule: Any) -> tuple[Any, Optional[float]]:
     """(grid, rho) a row samples with (``optimized``: the grid stored with ``model``)."""
@@ -119,6 +128,8 @@ def check_rows(rows: Sequence[Row], schedule_of: Callable[[Row], Any], model: st
     from ..solvers import SOLVERS, grid_for
 
     for row in rows:
+        if row.solver == BICUBIC:
+            continue
         if row.solver not in SOLVERS:
             raise ValueError(f"unknown solver {row.solver!r}; valid solvers: {', '.join(SOLVERS)}")
         try:

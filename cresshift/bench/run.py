@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 from ..runtime import Distributed, versions
 from .data import Item, draw_seed, load_item
 from .report import write_outputs
-from .rows import Plan, Row, baseline_name, plan, row_grid
+from .rows import BICUBIC, Plan, Row, baseline_name, plan, row_grid
 from .settings import METRICS, BenchResult, BenchSettings
 from .store import RecordStore, prepare_out, record_key
 from .summary import INTERVALS_NOTE, summarize
@@ -92,27 +92,39 @@ def _run_shard(settings: BenchSettings, p: Plan, shard: Sequence[Item], lpips: A
 
 def _sample_record(settings: BenchSettings, p: Plan, row: Row, item: Item, pair: tuple[Any, Any], seed: int,
                    draw: int, lpips: Any) -> dict[str, Any]:
-    """One ``pipeline.run`` of ``row`` on one image, timed and scored against its HR: the store's record."""
+    """One ``pipeline.run`` of ``row`` on one image (the bicubic row: ``bicubic_sr``), timed and scored against
+    its HR: the store's record."""
     from ..metrics import evaluate_pair
 
     lr, hr = pair
     t0 = time.perf_counter()
-    schedule = row.schedule or settings.schedule
-    grid, rho = row_grid(row, settings.model, p.pipe(row).schedule_for(schedule))
-    res = p.pipe(row).run(lr[None], solver=row.solver, nfe=row.nfe, rho=rho, grid=grid, seed=seed,
-                          schedule=schedule, tile=settings.tile, context_pad=settings.context_pad, **dict(row.options))
+    if row.solver == BICUBIC:
+        sr, nfe, split = bicubic_sr(lr, p.sf), 0, {}
+    else:
+        schedule = row.schedule or settings.schedule
+        grid, rho = row_grid(row, settings.model, p.pipe(row).schedule_for(schedule))
+        res = p.pipe(row).run(lr[None], solver=row.solver, nfe=row.nfe, rho=rho, grid=grid, seed=seed,
+                              schedule=schedule, tile=settings.tile, context_pad=settings.context_pad,
+                              **dict(row.options))
+        sr, nfe, split = res.sr.float().cpu(), res.nfe, res.seconds
     seconds = time.perf_counter() - t0
-    sr = res.sr.float().cpu()
     if tuple(sr.shape[-2:]) != tuple(hr.shape[-2:]):
         raise ValueError(f"the SR of {item.name} is {sr.shape[-1]}x{sr.shape[-2]} px but its HR is "
                          f"{hr.shape[-1]}x{hr.shape[-2]} px")
     vals = evaluate_pair(sr, hr[None], lpips, crop_border=settings.crop_border)
     rec = {"row": row.key, "image": item.name, "index": item.index, "seed": seed,
-           **({"draw": draw} if draw else {}), "nfe": int(res.nfe), "seconds": seconds,
-           "seconds_split": {k: float(v) for k, v in res.seconds.items()}}
+           **({"draw": draw} if draw else {}), "nfe": int(nfe), "seconds": seconds,
+           "seconds_split": {k: float(v) for k, v in split.items()}}
     for key, *_ in METRICS:
         rec[key] = float(vals[key][0]) if key in vals else None
     return rec
+
+
+def bicubic_sr(lr: Any, sf: int) -> Any:
+    """The bicubic row's image: [1, 3, sf h, sf w] bicubic x sf of an LR [3, h, w], clamped to [-1, 1]."""
+    from ..models.pipeline import upsample_lr
+
+    return upsample_lr(lr[None].float(), sf).clamp(-1, 1)
 
 
 def _merge(settings: BenchSettings, p: Plan, lpips: Any, done: dict[tuple[str, str, int], dict[str, Any]],
