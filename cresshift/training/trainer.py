@@ -1,10 +1,10 @@
 """Fine-tuning ResShift with discrete or continuous time (the paper's §3.1), one process or DDP.
 
-Loss: MSE between x0_hat and x0, where x0_hat comes from ``NetworkDenoiser`` — the same call
-sampling uses — at x_t = x0 + eta (y - x0) + kappa sqrt(eta) z. ``time="discrete"`` draws the
-chain index k uniformly (t = k/T, the official recipe); ``time="continuous"`` draws
-t ~ U(1/T, 1) and takes eta(t) from a continuous schedule (the paper's recipe); the network
-is fed s = T t - 1 either way. ``t_sampler="loss-aware"`` (continuous only) draws t by
+Loss: ``NetworkDenoiser.loss``, the MSE between x0_hat and x0, where x0_hat comes from the same
+call sampling uses, at the denoiser's forward marginal x_t = x0 + eta (y - x0) + kappa sqrt(eta) z.
+``time="discrete"`` draws the chain index k uniformly (t = k/T, the official recipe);
+``time="continuous"`` draws t ~ U(1/T, 1) and takes eta(t) from a continuous schedule (the
+paper's recipe); the network is fed s = T t - 1 either way. ``t_sampler="loss-aware"`` (continuous only) draws t by
 importance sampling and weights each sample's loss by its inverse density (``t_sampler.py``).
 
 Diagnostics: every ``log.jsonl`` training line carries the mean loss per t bin (15 bins over
