@@ -4,8 +4,9 @@ Loss: ``NetworkDenoiser.loss``, the MSE between x0_hat and x0, where x0_hat come
 call sampling uses, at the denoiser's forward marginal x_t = x0 + eta (y - x0) + kappa sqrt(eta) z.
 ``time="discrete"`` draws the chain index k uniformly (t = k/T, the official recipe);
 ``time="continuous"`` draws t ~ U(1/T, 1) and takes eta(t) from a continuous schedule (the
-paper's recipe); the network is fed s = T t - 1 either way. ``t_sampler="loss-aware"`` (continuous only) draws t by
-importance sampling and weights each sample's loss by its inverse density (``t_sampler.py``).
+paper's recipe); the network is fed s = T t - 1 either way. ``t_sampler="loss-aware"``
+(continuous only) draws t by importance sampling and weights each sample's loss by its inverse
+density (``t_sampler.py``).
 
 Diagnostics: every ``log.jsonl`` training line carries the mean loss per t bin (15 bins over
 (1/T, 1]) and the gradient norm; ``tensorboard=True`` writes the same and validation metrics
