@@ -10,7 +10,6 @@ Option defaults can come from the environment: ``CRESSHIFT_<COMMAND>_<OPTION>`` 
 """
 from __future__ import annotations
 
-import errno
 import os
 import sys
 import warnings
@@ -20,52 +19,14 @@ from typing import Any, Callable, Optional, Sequence
 import click
 
 from .checks import check_rho
-from .runtime import DTYPES
+from .commands.common import (PRESET_NAMES, SCHEDULE_NAMES, SOLVER_NAMES, CliError, Log, common_options,
+                              debug_callback, model_options, parse_options, raise_one_line, solver_option)
 from .runtime import first_line as _first_line
 from .runtime import progress_bar as _progress
 
-# Static copies of registry names so --help needs no torch; tests check they match the registries.
-SOLVER_NAMES = ("markov", "euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "ipndm", "sde", "adaptive")
-SCHEDULE_NAMES = ("default", "discrete", "exact", "exp", "paper")
-PRESET_NAMES = ("realsr-x4-v1", "realsr-x4-v2", "realsr-x4-v3", "bicsr-x4")
 #: lazily imported commands: name -> (module, attribute, one-line help shown by --help)
 LAZY_COMMANDS = {"finetune": ("cresshift.training.cli", "finetune",
                               "Fine-tune a model with discrete or continuous time (one process or torchrun).")}
-
-
-class CliError(click.ClickException):
-    """An expected failure: ``Error: <one line>`` on stderr, exit status 2."""
-
-    exit_code = 2
-
-
-def _as_cli_error(err: BaseException) -> Optional[click.ClickException]:
-    """The one-line error for an exception the user can fix, else None (a bug: exit 1)."""
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        where = f" writing {err.filename}" if err.filename else ""
-        return CliError(f"no space left on the device{where}; free some space or choose another --out")
-    if isinstance(err, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
-        return CliError(f"{err.strerror or _first_line(err)}: {err.filename}" if err.filename else _first_line(err))
-    if isinstance(err, (ValueError, FloatingPointError)):  # CheckpointError, ImageReadError, NonFiniteError ...
-        return CliError(_first_line(err))
-    if type(err).__name__ == "OutOfMemoryError":
-        return CliError("out of GPU memory: use --tile (e.g. --tile 256), a smaller --batch-size or --dtype float16")
-    if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "can't allocate memory" in str(err)):
-        return CliError("out of memory (RAM): use --tile (e.g. --tile 256) or a smaller --batch-size / --batch")
-    if isinstance(err, ModuleNotFoundError):
-        return CliError(f"{_first_line(err)}: install it (pip install {err.name})")
-    return None
-
-
-def raise_one_line(ctx: click.Context, err: Exception) -> None:
-    """Re-raise ``err`` as it is under --debug, else as one-line CliError (exit 2); a bug says 'unexpected'."""
-    if ctx.meta.get("cresshift.debug"):
-        raise err
-    cli_err = _as_cli_error(err)
-    if cli_err is not None:
-        raise cli_err from None
-    raise CliError(f"unexpected {type(err).__name__}: {_first_line(err)} "
-                   f"(run with --debug for the traceback)") from None
 
 
 #: what the Ctrl-C message tells the user, per command
@@ -83,12 +44,6 @@ class Interrupted(click.Abort):
     def __init__(self, command: Optional[str] = None) -> None:
         super().__init__()
         self.command = command
-
-
-def _debug_callback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-    if value:
-        ctx.meta["cresshift.debug"] = True
-    return value
 
 
 def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
@@ -178,7 +133,7 @@ class CresshiftGroup(click.Group):
 
 
 @click.group(cls=CresshiftGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--debug", is_flag=True, is_eager=True, expose_value=False, callback=_debug_callback,
+@click.option("--debug", is_flag=True, is_eager=True, expose_value=False, callback=debug_callback,
               help="Show tracebacks instead of one-line errors.")
 @click.version_option(package_name="cresshift", prog_name="cresshift")
 def main() -> None:
@@ -199,67 +154,6 @@ def _rho(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> 
         return None if value is None else check_rho(value)
     except ValueError as err:
         raise click.BadParameter(str(err)) from None
-
-
-def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    for opt in reversed([
-        click.option("--model", envvar="CRESSHIFT_MODEL", default="bundled", show_default=True,
-                     help="bundled | bundled-discrete | a preset fetched by 'cresshift fetch' | a cresshift "
-                          ".safetensors | an official .pth (with --preset)."),
-        click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
-                     help="Which official network an official .pth is."),
-        click.option("--autoencoder", type=click.Path(dir_okay=False), default=None,
-                     help="autoencoder_vq_f4.pth, for official latent models."),
-        click.option("--device", envvar="CRESSHIFT_DEVICE", default="auto", show_default=True,
-                     help="auto (CUDA if available), cpu, cuda, cuda:1 ..."),
-        click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
-                     help="Network precision (float16/bfloat16: GPU autocast)."),
-    ]):
-        fn = opt(fn)
-    return fn
-
-
-def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--debug", is_flag=True, expose_value=False, callback=_debug_callback,
-                      help="Show tracebacks instead of one-line errors.")(fn)
-    return click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines (errors still show).")(fn)
-
-
-class _Log:
-    """Log lines on stderr, silenced by --quiet."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-
-    def __call__(self, msg: str) -> None:
-        if not self.quiet:
-            click.echo(msg, err=True)
-
-
-def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` solver options; values become int, float, bool or stay strings."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--solver-option")
-        value: Any = raw
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        else:
-            for cast in (int, float):
-                try:
-                    value = cast(raw)
-                    break
-                except ValueError:
-                    pass
-        out[key.replace("-", "_")] = value
-    return out
-
-
-def _solver_option() -> Callable[..., Any]:
-    return click.option("-O", "--solver-option", "solver_options", multiple=True, metavar="KEY=VALUE",
-                        help="Solver option, repeatable: variable=sigma, noise=0.5, rtol=1e-4 ...")
 
 
 def _check_space(folder: Path, need_bytes: int) -> None:
@@ -292,7 +186,7 @@ def _check_space(folder: Path, need_bytes: int) -> None:
 @click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default="default", show_default=True,
               help="The model's own schedule, its discrete chain, the exact continuation, the exp-alpha fit "
                    "(fit-schedule --write stores one), or the paper's constants.")
-@_model_options
+@model_options
 @click.option("--scale", type=click.IntRange(1, 16), default=None,
               help="Expected scale factor; refused if the model's differs.")
 @click.option("--tile", type=click.IntRange(8, None), default=None,
@@ -310,7 +204,7 @@ def _check_space(folder: Path, need_bytes: int) -> None:
               "within float round-off; see README, Speed).")
 @click.option("--cuda-graphs", is_flag=True, help="GPU: replay each network call of one image size from a "
               "CUDA graph captured once.")
-@_solver_option()
+@solver_option()
 @click.option("--save-trajectory", is_flag=True,
               help="Also write <name>_trajectory.png: x0_hat at every step, left to right, then the output.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never overwritten).")
@@ -318,7 +212,7 @@ def _check_space(folder: Path, need_bytes: int) -> None:
               help="Super-resolve a bundled held-out photograph (128x128 LR; writes LR, SR, HR and a labelled "
                    "side-by-side PNG into OUT); with it solver, NFE and rho default to dpmpp-2m, 3, 4.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout instead of the written paths.")
-@_common_options
+@common_options
 def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name: Optional[str], nfe: int, seed: int, schedule: str, model: str,
            preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str, scale: Optional[int],
            tile: Optional[int], tile_overlap: int, context_pad: Optional[int], batch_size: int, compile_: bool,
@@ -332,21 +226,18 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
       cresshift sample big.png --model resshift_realsrx4_s15_v1.pth --preset realsr-x4-v1 \\
           --autoencoder autoencoder_vq_f4.pth --tile 256 --device cuda
     """
-    log = _Log(quiet)
+    log = Log(quiet)
     if example:
         solver, nfe, rho = _example_defaults(click.get_current_context(), solver, nfe, rho)
     if example and inputs:
         raise click.UsageError("--example super-resolves a bundled photograph: give no INPUT with it")
     if not inputs and not example:
         raise click.UsageError("give INPUT images (files, folders or globs), or --example")
-    opts = _parse_options(solver_options)
+    opts = parse_options(solver_options)
     import time
 
-    import torch
-
-    from .data.io import (bicubic_down, list_images, load_image, lock_folder, remove_stale_temps, save_image,
-                          strict_json)
     from .models.pipeline import load_pipeline
+    from .models.stored_grids import grid_request
     from .runtime import resolve_device, torch_dtype
     from .solvers import SOLVERS, check_solver_options, grid_for
 
@@ -356,9 +247,59 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
                                  param_hint="--nfe")
     check_solver_options(solver, opts)
     out_dir = Path(out)
+    jobs = _sample_jobs(inputs, out_dir, example)
+    sizes = _claim_outputs(jobs, out_dir, seed=seed, example=example, trajectory=save_trajectory, overwrite=overwrite)
 
-    # What to read and where to write it.
-    jobs: list[tuple[Optional[Path], Path]] = []  # (input or None for the example, output)
+    pipe = load_pipeline(model, preset=preset, autoencoder=autoencoder, device=resolve_device(device),
+                         dtype=torch_dtype(dtype), compile=compile_, fast=not eager, cuda_graphs=cuda_graphs)
+    if scale is not None and scale != pipe.sf:
+        raise CliError(f"the model super-resolves x{pipe.sf}; --scale {scale} does not match it")
+    grid_req, rho = grid_request(grid_name, rho, model=model, solver=solver, nfe=nfe, schedule=pipe.schedule_for(schedule))
+    grid = grid_for(solver, pipe.schedule_for(schedule), nfe, rho, grid_req)  # raises on an impossible grid
+    _check_space(out_dir, sum(w * h for w, h in sizes) * pipe.sf ** 2 * 3 * (1 + (len(grid) + 1) * save_trajectory))
+
+    t_start = time.perf_counter()
+    run = dict(solver=solver, nfe=nfe, rho=rho, grid=grid_req, schedule=schedule, tile=tile, tile_overlap=tile_overlap,
+               context_pad=context_pad, **opts)
+    summary, seconds, nfe_used = _run_batches(
+        pipe, jobs, sizes, run, seed=seed, batch_size=batch_size, steps=max(1, len(grid) - (solver != "markov")),
+        out_dir=out_dir, example=example, trajectory=save_trajectory, overwrite=overwrite, as_json=as_json,
+        quiet=quiet)
+
+    _report_sample(log, summary, seconds, nfe_used, grid, t_start, as_json=as_json, solver=solver, rho=rho,
+                   grid_name=grid_name, nfe=nfe, schedule=schedule, model=model, out_dir=out_dir)
+
+
+def _report_sample(log: Log, summary: list[dict[str, Any]], seconds: dict[str, float], nfe_used: set[int], grid: Any,
+                   t_start: float, *, as_json: bool, solver: str, rho: Optional[float], grid_name: Optional[str],
+                   nfe: int, schedule: str, model: str, out_dir: Path) -> None:
+    """The summary line on stderr, and with --json the JSON summary on stdout."""
+    import time
+
+    from .data.io import strict_json
+
+    n = len(summary)
+    used = "/".join(str(v) for v in sorted(nfe_used))
+    grid_text = (f"{len(grid)} chain steps" if solver == "markov" else
+                 "adaptive" if solver == "adaptive" else f"{f'rho={rho:g}' if rho is not None else f'grid {grid_name}'}, {len(grid)} points")
+    line = (f"{solver} ({grid_text}, schedule {schedule}): NFE {used} used of {nfe}; {n} image(s), "
+            f"{seconds['total'] / n:.3f} s/image (network {seconds['network'] / n:.3f} s) -> {out_dir}")
+    if as_json:
+        click.echo(strict_json({"solver": solver, "rho": rho, "grid_request": grid_name, "nfe_budget": nfe, "nfe": sorted(nfe_used),
+                               "schedule": schedule, "grid": [float(t) for t in grid], "model": model,
+                               "seconds_per_image": seconds["total"] / n, "wall_seconds": time.perf_counter() - t_start,
+                               "images": summary}, indent=1))
+    log(line)
+
+
+Job = tuple[Optional[Path], Path]  # (input, or None for the example; output)
+
+
+def _sample_jobs(inputs: Sequence[str], out_dir: Path, example: bool) -> list[Job]:
+    """What to read and where to write it: the bundled example photograph, or every image of the inputs."""
+    from .data.io import list_images
+
+    jobs: list[Job] = []
     if example:
         from .demo.samples import EXAMPLE_PHOTO, find_photo
 
@@ -372,94 +313,114 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
             for p in list_images([item]):
                 rel = p.relative_to(root).with_suffix(".png") if root.is_dir() else Path(p.stem + ".png")
                 jobs.append((p, out_dir / rel))
+    return jobs
+
+
+def _claim_outputs(jobs: Sequence[Job], out_dir: Path, *, seed: int, example: bool, trajectory: bool,
+                   overwrite: bool) -> list[tuple[int, int]]:
+    """Check seeds and output names, lock ``out_dir`` for the command, read every input once: their (width, height)."""
+    from .data.io import lock_folder, remove_stale_temps
+
     _check_seeds(seed, len(jobs))
     click.get_current_context().with_resource(lock_folder(out_dir))  # held until the command ends
     remove_stale_temps(out_dir, recursive=True)
-    _check_outputs(jobs, out_dir, example=example, trajectory=save_trajectory, overwrite=overwrite)
+    _check_outputs(jobs, out_dir, example=example, trajectory=trajectory, overwrite=overwrite)
     # every input read once, up front; its size groups batches
-    sizes = [_checked_size(src) for src, _ in jobs] if not example else [(0, 0)] * len(jobs)
-    pixels = sum(w * h for w, h in sizes)
+    return [_checked_size(src) for src, _ in jobs] if not example else [(0, 0)] * len(jobs)
 
-    dev = resolve_device(device)
-    pipe = load_pipeline(model, preset=preset, autoencoder=autoencoder, device=dev,
-                         dtype=torch_dtype(dtype), compile=compile_, fast=not eager, cuda_graphs=cuda_graphs)
-    if scale is not None and scale != pipe.sf:
-        raise CliError(f"the model super-resolves x{pipe.sf}; --scale {scale} does not match it")
-    from .models.stored_grids import grid_request
 
-    grid_req, rho = grid_request(grid_name, rho, model=model, solver=solver, nfe=nfe, schedule=pipe.schedule_for(schedule))
-    grid = grid_for(solver, pipe.schedule_for(schedule), nfe, rho, grid_req)  # raises on an impossible grid
-    _check_space(out_dir, pixels * pipe.sf ** 2 * 3 * (1 + (len(grid) + 1) * save_trajectory))
+def _run_batches(pipe: Any, jobs: Sequence[Job], sizes: Sequence[tuple[int, int]], run: dict[str, Any], *, seed: int,
+                 batch_size: int, steps: int, out_dir: Path, example: bool, trajectory: bool, overwrite: bool,
+                 as_json: bool, quiet: bool) -> tuple[list[dict[str, Any]], dict[str, float], set[int]]:
+    """Super-resolve every job with ``pipe.run(**run)``: (summary per image, seconds, NFEs used).
 
-    # Run: same-size images form a batch (grouped by size when batches hold more than one image);
-    # image i uses seed + i (a batch: its first image's).
+    Same-size images form a batch (grouped by size when batches hold more than one image);
+    image i uses seed + i (a batch: its first image's). Outputs are written as their batch ends.
+    """
+    import time
+
+    import torch
+
     order = sorted(range(len(jobs)), key=lambda k: sizes[k]) if batch_size > 1 else list(range(len(jobs)))
     summary: list[dict[str, Any]] = []
     seconds = {"total": 0.0, "network": 0.0}
     nfe_used: set[int] = set()
-    t_start = time.perf_counter()
     with _progress(quiet) as bar:
         task = bar.add_task("images", total=len(jobs))
-        steps = bar.add_task("steps", total=max(1, len(grid) - (solver != "markov")), visible=False)
+        step_task = bar.add_task("steps", total=steps, visible=False)
         i = 0
         while i < len(jobs):
-            batch: list[tuple[int, torch.Tensor]] = []
-            while i < len(jobs) and len(batch) < batch_size:
-                src = jobs[order[i]][0]
-                img = load_image(src)  # type: ignore[arg-type]
-                if example:
-                    hr = img[:, : img.shape[1] // pipe.sf * pipe.sf, : img.shape[2] // pipe.sf * pipe.sf]
-                    img = bicubic_down(hr, pipe.sf)
-                    example_pair = (hr, img)  # written with the result: a failed run leaves nothing behind
-                if batch and img.shape != batch[0][1].shape:
-                    break
-                batch.append((order[i], img))
-                i += 1
+            batch, i, example_pair = _next_batch(jobs, order, i, batch_size, pipe.sf, example)
             frames: list[torch.Tensor] = []
             big = example or batch[0][1].shape[-1] * batch[0][1].shape[-2] * len(batch) >= 256 * 256
 
             def on_step(d: dict[str, Any]) -> None:
-                if save_trajectory:
+                if trajectory:
                     frames.append(d["x0_hat"].detach().to("cpu", copy=True))
                 if big:
-                    bar.update(steps, advance=1)
-            bar.reset(steps, visible=big)
+                    bar.update(step_task, advance=1)
+            bar.reset(step_task, visible=big)
             t0 = time.perf_counter()
-            res = pipe.run(torch.stack([b[1] for b in batch]), solver=solver, nfe=nfe, rho=rho, grid=grid_req,
-                           seed=seed + batch[0][0], schedule=schedule, tile=tile, tile_overlap=tile_overlap,
-                           context_pad=context_pad, callback=on_step, **opts)
+            res = pipe.run(torch.stack([b[1] for b in batch]), seed=seed + batch[0][0], callback=on_step, **run)
             dt = time.perf_counter() - t0
             seconds["total"] += dt
             seconds["network"] += res.seconds.get("network", 0.0)
             nfe_used.add(res.nfe)
-            for k, (j, lr) in enumerate(batch):
-                dst = jobs[j][1]
-                save_image(res.sr[k], dst, overwrite=overwrite)
-                if save_trajectory:
-                    strip = _trajectory(pipe, frames, k, lr.shape[-2:], tile, tile_overlap) + [res.sr[k].cpu()]
-                    save_image(torch.cat(strip, dim=-1), _trajectory_path(dst), overwrite=overwrite)
-                summary.append({"input": str(jobs[j][0]), "output": str(dst), "seed": seed + batch[0][0],
-                                "nfe": res.nfe, "seconds": dt / len(batch)})
-                if not as_json:
-                    click.echo(str(dst))
+            summary += _save_batch(pipe, jobs, batch, res, frames if trajectory else None, run, seed=seed + batch[0][0],
+                                   seconds=dt, overwrite=overwrite, as_json=as_json)
             if example:
-                _write_example(pipe, *example_pair, res.sr[0], out_dir, solver=solver, nfe=res.nfe,
+                _write_example(pipe, *example_pair, res.sr[0], out_dir, solver=run["solver"], nfe=res.nfe,
                                overwrite=overwrite)
             bar.advance(task, len(batch))
+    return summary, seconds, nfe_used
 
-    # The summary line.
-    n = len(jobs)
-    used = "/".join(str(v) for v in sorted(nfe_used))
-    grid_text = (f"{len(grid)} chain steps" if solver == "markov" else
-                 "adaptive" if solver == "adaptive" else f"{f'rho={rho:g}' if rho is not None else f'grid {grid_name}'}, {len(grid)} points")
-    line = (f"{solver} ({grid_text}, schedule {schedule}): NFE {used} used of {nfe}; {n} image(s), "
-            f"{seconds['total'] / n:.3f} s/image (network {seconds['network'] / n:.3f} s) -> {out_dir}")
-    if as_json:
-        click.echo(strict_json({"solver": solver, "rho": rho, "grid_request": grid_name, "nfe_budget": nfe, "nfe": sorted(nfe_used),
-                               "schedule": schedule, "grid": [float(t) for t in grid], "model": model,
-                               "seconds_per_image": seconds["total"] / n, "wall_seconds": time.perf_counter() - t_start,
-                               "images": summary}, indent=1))
-    log(line)
+
+def _next_batch(jobs: Sequence[Job], order: Sequence[int], i: int, batch_size: int, sf: int,
+                example: bool) -> tuple[list[tuple[int, Any]], int, Any]:
+    """Read jobs from ``order[i]`` on while they match the first one's size, up to ``batch_size``.
+
+    Returns the batch as (job index, LR), the next position, and for the example its (HR, LR)
+    (written with the result: a failed run leaves nothing behind).
+    """
+    from .data.io import bicubic_down, load_image
+
+    batch: list[tuple[int, Any]] = []
+    example_pair = None
+    while i < len(jobs) and len(batch) < batch_size:
+        img = load_image(jobs[order[i]][0])  # type: ignore[arg-type]
+        if example:
+            hr = img[:, : img.shape[1] // sf * sf, : img.shape[2] // sf * sf]
+            img = bicubic_down(hr, sf)
+            example_pair = (hr, img)
+        if batch and img.shape != batch[0][1].shape:
+            break
+        batch.append((order[i], img))
+        i += 1
+    return batch, i, example_pair
+
+
+def _save_batch(pipe: Any, jobs: Sequence[Job], batch: Sequence[tuple[int, Any]], res: Any, frames: Optional[list[Any]],
+                run: dict[str, Any], *, seed: int, seconds: float, overwrite: bool, as_json: bool) -> list[dict[str, Any]]:
+    """Write the SR of every image of a finished batch (and its trajectory strip with ``frames``); their summaries.
+
+    Each written path goes to stdout unless --json.
+    """
+    import torch
+
+    from .data.io import save_image
+
+    entries = []
+    for k, (j, lr) in enumerate(batch):
+        dst = jobs[j][1]
+        save_image(res.sr[k], dst, overwrite=overwrite)
+        if frames is not None:
+            strip = _trajectory(pipe, frames, k, lr.shape[-2:], run["tile"], run["tile_overlap"]) + [res.sr[k].cpu()]
+            save_image(torch.cat(strip, dim=-1), _trajectory_path(dst), overwrite=overwrite)
+        entries.append({"input": str(jobs[j][0]), "output": str(dst), "seed": seed, "nfe": res.nfe,
+                        "seconds": seconds / len(batch)})
+        if not as_json:
+            click.echo(str(dst))
+    return entries
 
 
 def _trajectory_path(dst: Path) -> Path:
@@ -552,7 +513,7 @@ def _trajectory(pipe: Any, frames: list[Any], k: int, lr_hw: Any, tile: Optional
 @click.option("--write", is_flag=True,
               help="Store the fit as 'fitted_schedule' in the cresshift CHECKPOINT (sample --schedule exp uses it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-@_common_options
+@common_options
 def fit_schedule(checkpoint: Optional[str], preset: Optional[str], steps: Optional[int], kappa: Optional[float],
                  min_noise_level: Optional[float], etas_end: Optional[float], power: Optional[float],
                  plot: Optional[str], overwrite: bool, write: bool, as_json: bool, quiet: bool) -> None:
@@ -567,19 +528,10 @@ def fit_schedule(checkpoint: Optional[str], preset: Optional[str], steps: Option
       cresshift fit-schedule --preset realsr-x4-v1 --plot fit.png
       cresshift fit-schedule my_model.safetensors --write
     """
-    log = _Log(quiet)
+    log = Log(quiet)
     flags = {"steps": steps, "kappa": kappa, "min_noise_level": min_noise_level, "etas_end": etas_end,
              "power": power}
-    given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
-    if checkpoint and preset:
-        raise click.UsageError("give either a CHECKPOINT or --preset, not both")
-    if checkpoint and given:
-        raise click.UsageError(f"{', '.join(given)} describe a table; a CHECKPOINT brings its own")
-    if write and not checkpoint:
-        raise click.UsageError("--write needs a cresshift CHECKPOINT (.safetensors) to store the fit in")
-    if not (checkpoint or preset or steps):
-        raise click.UsageError("give a cresshift CHECKPOINT, --preset NAME, or --steps T (with --kappa, "
-                               "--min-noise-level, --etas-end, --power)")
+    _check_fit_arguments(checkpoint, preset, flags, write)
     from .data.io import strict_json, writable_mode
 
     if plot:
@@ -591,28 +543,9 @@ def fit_schedule(checkpoint: Optional[str], preset: Optional[str], steps: Option
     if write:
         writable_mode(checkpoint, overwrite=True)  # a read-only checkpoint: refused before anything runs
 
-    from .schedules import ResShiftSchedule, fit_candidates, fit_report
+    from .schedules import fit_candidates, fit_report
 
-    source = preset or "the given parameters"
-    if checkpoint:
-        if not checkpoint.endswith(".safetensors"):
-            raise CliError(f"{checkpoint} is not a cresshift .safetensors file; official .pth checkpoints carry no "
-                           f"schedule: pass --preset NAME ({', '.join(PRESET_NAMES)}) instead")
-        from .models.checkpoints import load_cresshift
-
-        _, config = load_cresshift(checkpoint)
-        if not config.get("diffusion"):
-            raise CliError(f"{checkpoint} carries no discrete schedule (no 'diffusion' config); pass --preset NAME")
-        discrete = ResShiftSchedule.from_config(config["diffusion"])
-        source = checkpoint
-    elif preset:
-        discrete = ResShiftSchedule.from_config(preset)
-    else:
-        base = ResShiftSchedule.from_config("realsr-x4-v1")
-        discrete = ResShiftSchedule(T=steps or base.T, kappa=kappa or base.kappa,
-                                    min_noise_level=min_noise_level or base.min_noise_level,
-                                    etas_end=etas_end or base.etas_end, power=power or base.power)
-
+    discrete, source = _discrete_table(checkpoint, preset, flags)
     candidates = fit_candidates(discrete)
     fit = candidates["exp-alpha fit"]
     report = fit_report(discrete, source=source, candidates=candidates)
@@ -632,6 +565,44 @@ def fit_schedule(checkpoint: Optional[str], preset: Optional[str], steps: Option
         save_cresshift(checkpoint, groups, config)  # type: ignore[arg-type]
         log(f"stored fitted_schedule (a={fit.a:.6g}, lam={fit.lam:.6g}) in {checkpoint}; "
             f"'cresshift sample --model {checkpoint} --schedule exp' uses it")
+
+
+def _check_fit_arguments(checkpoint: Optional[str], preset: Optional[str], flags: dict[str, Any], write: bool) -> None:
+    """Exactly one source of the discrete table: a CHECKPOINT, --preset, or the formula's flags."""
+    given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+    if checkpoint and preset:
+        raise click.UsageError("give either a CHECKPOINT or --preset, not both")
+    if checkpoint and given:
+        raise click.UsageError(f"{', '.join(given)} describe a table; a CHECKPOINT brings its own")
+    if write and not checkpoint:
+        raise click.UsageError("--write needs a cresshift CHECKPOINT (.safetensors) to store the fit in")
+    if not (checkpoint or preset or flags["steps"]):
+        raise click.UsageError("give a cresshift CHECKPOINT, --preset NAME, or --steps T (with --kappa, "
+                               "--min-noise-level, --etas-end, --power)")
+
+
+def _discrete_table(checkpoint: Optional[str], preset: Optional[str], flags: dict[str, Any]) -> tuple[Any, str]:
+    """(the discrete eta table to fit, where it came from): a checkpoint's, a preset's, or the formula's with
+    unset flags taken from realsr-x4-v1."""
+    from .schedules import ResShiftSchedule
+
+    if checkpoint:
+        if not checkpoint.endswith(".safetensors"):
+            raise CliError(f"{checkpoint} is not a cresshift .safetensors file; official .pth checkpoints carry no "
+                           f"schedule: pass --preset NAME ({', '.join(PRESET_NAMES)}) instead")
+        from .models.checkpoints import load_cresshift
+
+        _, config = load_cresshift(checkpoint)
+        if not config.get("diffusion"):
+            raise CliError(f"{checkpoint} carries no discrete schedule (no 'diffusion' config); pass --preset NAME")
+        return ResShiftSchedule.from_config(config["diffusion"]), checkpoint
+    if preset:
+        return ResShiftSchedule.from_config(preset), preset
+    base = ResShiftSchedule.from_config("realsr-x4-v1")
+    return ResShiftSchedule(T=flags["steps"] or base.T, kappa=flags["kappa"] or base.kappa,
+                            min_noise_level=flags["min_noise_level"] or base.min_noise_level,
+                            etas_end=flags["etas_end"] or base.etas_end,
+                            power=flags["power"] or base.power), "the given parameters"
 
 
 def _print_fit(report: dict[str, Any]) -> None:
@@ -712,7 +683,7 @@ def _rho_value(text: str) -> float:
 
 
 @main.command()
-@_model_options
+@model_options
 @click.option("--baseline-model", default="auto", show_default=True,
               help="Model of the Baseline row: auto (bundled-discrete for the bundled model, else --model), "
                    "same, or a path.")
@@ -729,7 +700,7 @@ def _rho_value(text: str) -> float:
 @click.option("--grid", "grid_name", default=None, metavar="rho|lambda|karras|auto|optimized|FILE",
               help="Time grid of the solver rows instead of the --rhos grids (optimized: stored by optimize-grid).")
 @click.option("--nfe", "nfes", callback=_csv(int, "integers"), default=None, help="Comma list of budgets [default: 15].")
-@_solver_option()
+@solver_option()
 @click.option("--schedule", type=click.Choice(SCHEDULE_NAMES), default="default", show_default=True,
               help="Schedule of the non-baseline rows.")
 @click.option("--lpips-net", type=click.Choice(["alex", "vgg"]), default="alex", show_default=True,
@@ -749,15 +720,17 @@ def _rho_value(text: str) -> float:
 @click.option("--tile", type=click.IntRange(8, None), default=None, help="Network tile in LR pixels.")
 @click.option("--context-pad", type=click.IntRange(0, None), default=None,
               help="Mirrored border context in network pixels, every row [default: each model's own].")
+@click.option("--bicubic", is_flag=True, help="Add a first row 'bicubic' (NFE 0): the bicubic upsampling of the "
+              "LR input, scored like every row.")
 @click.option("--dry-run", is_flag=True, help="Check everything and print the planned rows, run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print results.json on stdout instead of the table.")
-@_common_options
+@common_options
 def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str,
           baseline_model: str, no_baseline: bool, hr: Optional[str], lr: Optional[str], limit: Optional[int],
           solvers: Optional[list[str]], rhos: Optional[list[float]], grid_name: Optional[str], nfes: Optional[list[int]],
           solver_options: tuple[str, ...], schedule: str, lpips_net: str, lpips_backbone: Optional[str], crop_border: int, out: str,
-          fresh: bool, seed: int, seeds: int, tile: Optional[int], context_pad: Optional[int], dry_run: bool, as_json: bool,
-          quiet: bool) -> None:
+          fresh: bool, seed: int, seeds: int, tile: Optional[int], context_pad: Optional[int], bicubic: bool,
+          dry_run: bool, as_json: bool, quiet: bool) -> None:
     """NFE-matched LPIPS / SSIM / PSNR table of solvers x rho x NFE.
 
     With no --solvers/--rhos/--nfe this is the paper's Table 1: a Baseline row (the Markov
@@ -775,43 +748,31 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
       cresshift bench --seeds 4
       cresshift bench --hr DIV2K_valid_HR --limit 100 --lpips-net vgg --device cuda
     """
-    log = _Log(quiet)
+    log = Log(quiet)
     if lr and not hr:
         raise click.UsageError("--lr needs --hr (the HR references, matched by file name)")
     if no_baseline and baseline_model != "auto":
         raise click.UsageError("--no-baseline and --baseline-model exclude each other")
     if nfes and any(n < 1 for n in nfes):
         raise click.BadParameter("NFE budgets must be positive", param_hint="--nfe")
-    opts = _parse_options(solver_options)
+    opts = parse_options(solver_options)
     from . import bench as engine
     from .data.io import strict_json
 
-    if solvers is None and rhos is None and nfes is None and not opts and grid_name is None:
-        rows = engine.table1_rows()
-        if no_baseline:
-            rows = rows[1:]
-    else:
-        rows = engine.sweep_rows(solvers or engine.TABLE1_SOLVERS, rhos or engine.TABLE1_RHOS,
-                                 nfes or (engine.TABLE1_NFE,), baseline=not no_baseline, options=opts, grid=grid_name)
+    rows = engine.requested_rows(solvers, rhos, nfes, baseline=not no_baseline, options=opts, grid=grid_name,
+                                 bicubic=bicubic)
     settings = engine.BenchSettings(
         model=model, preset=preset, autoencoder=autoencoder, baseline_model=baseline_model, hr=hr, lr=lr, limit=limit,
         seed=seed, seeds=seeds, schedule=schedule, lpips_net=lpips_net, lpips_backbone=lpips_backbone, crop_border=crop_border, device=device,
         dtype=None if dtype == "float32" else dtype, tile=tile, context_pad=context_pad, grid=grid_name, out=out,
         fresh=fresh, command=engine.command_line(_INVOCATION))
     if dry_run:
-        p = engine.plan(settings, rows)
-        click.echo(f"{len(p.items)} images from {p.hr}; {len(p.rows)} rows:")
-        for row in p.rows:
+        planned = engine.plan(settings, rows)
+        click.echo(f"{len(planned.items)} images from {planned.hr}; {len(planned.rows)} rows:")
+        for row in planned.rows:
             click.echo(f"  {row.describe()}")
         return
-
-    rank = int(os.environ.get("RANK", "0"))
-    with _progress(quiet or rank != 0) as bar:
-        task = bar.add_task("bench", total=None)
-
-        def progress(done: int, total: int, what: str) -> None:
-            bar.update(task, completed=done, total=total, description=f"bench {what}"[:70])
-        result = engine.run_bench(settings, rows, progress=progress, log=log if rank == 0 else _Log(True))
+    result = _run_bench(settings, rows, quiet=quiet, log=log)
     if result is None:  # a rank > 0 of torchrun: rank 0 reports
         return
     if as_json:
@@ -822,6 +783,19 @@ def bench(model: str, preset: Optional[str], autoencoder: Optional[str], device:
         log(f"note: {note}")
     log(f"{result.computed} results computed, {len(result.records) - result.computed} reused; wrote "
         f"{', '.join(result.outputs)}")
+
+
+def _run_bench(settings: Any, rows: Any, *, quiet: bool, log: Log) -> Any:
+    """``bench.run_bench`` with a progress bar and log lines on rank 0 only (None on the other ranks)."""
+    from .bench import run_bench
+
+    rank = int(os.environ.get("RANK", "0"))
+    with _progress(quiet or rank != 0) as bar:
+        task = bar.add_task("bench", total=None)
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"bench {what}"[:70])
+        return run_bench(settings, rows, progress=progress, log=log if rank == 0 else Log(True))
 
 
 def _print_bench(result: Any) -> None:
@@ -842,7 +816,7 @@ def _print_bench(result: Any) -> None:
         console.print(line, highlight=False)
 
 
-# --- commands in their own modules (cresshift/commands/; they import this module's helpers) ------
+# --- commands in their own modules (cresshift/commands/; their shared helpers: commands/common.py) ---
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m cresshift.cli finetune ...
     from cresshift.cli import main as registered_main  # the importable module: no second copy of this one
 

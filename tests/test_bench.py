@@ -187,6 +187,41 @@ def test_bench_two_images_two_rows_writes_every_output(data, tmp_path):
     assert "Command: `cresshift bench" in (out / "table.md").read_text()
 
 
+def test_bicubic_row_scores_the_bicubic_upsampling_of_the_lr(data, tmp_path):
+    """--bicubic: a first row 'bicubic' at NFE 0 whose metrics are those of the bicubic image itself, in every output."""
+    import torch.nn.functional as F
+
+    from cresshift.metrics import psnr_y, ssim_y
+
+    out = tmp_path / "bic"
+    r = run("bench", "--model", data["model"], "--hr", data["hr"], "--solvers", "euler", "--rhos", "1", "--nfe", "2",
+            "--bicubic", "--lpips-backbone", "random", "--out", out, "--json", "-q")
+    assert r.exit_code == 0, r.stderr
+    res = json.loads(r.stdout)
+    bic = res["table"][0]
+    assert (bic["label"], bic["nfe"], bic["images"]) == ("bicubic", 0, 2)
+    assert [e["label"] for e in res["table"]] == ["bicubic", "Baseline", "euler"]
+    assert bic["vs_baseline"]["psnr_y"] is not None  # paired with the Baseline like every row
+    records = {x["image"]: x for x in res["records"] if "|bicubic|" in x["row"]}
+    direct = {}
+    for item in bench.dataset(data["hr"]):
+        lr, hr = bench.load_item(item, 4)
+        sr = F.interpolate(lr[None], scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
+        direct[item.name] = (float(psnr_y(sr, hr[None])[0]), float(ssim_y(sr, hr[None])[0]))
+        assert (records[item.name]["psnr_y"], records[item.name]["ssim_y"]) == direct[item.name]
+        assert records[item.name]["nfe"] == 0
+    assert bic["psnr_y"] == pytest.approx(sum(v[0] for v in direct.values()) / 2, rel=1e-12)
+    csv_rows = read_csv(out / "table.csv")
+    assert csv_rows[0]["label"] == "bicubic" and float(csv_rows[0]["psnr_y"]) == pytest.approx(bic["psnr_y"])
+    md = (out / "table.md").read_text()
+    assert md.splitlines()[2].startswith("| bicubic |  | 0 |") and "bicubic: the bicubic x4 upsampling" in md
+    assert (out / "plot_pd.png").is_file()
+    # Without --bicubic the table is as before.
+    plain = json.loads(run("bench", "--model", data["model"], "--hr", data["hr"], "--solvers", "euler", "--rhos", "1",
+                           "--nfe", "2", "--out", tmp_path / "plain", "--json", "-q").stdout)
+    assert [e["label"] for e in plain["table"]] == ["Baseline", "euler"]
+
+
 def test_bench_json_and_random_lpips_backbone(data, tmp_path):
     r = run("bench", "--model", data["model"], "--hr", data["hr"], "--solvers", "ddim", "--rhos", "2", "--nfe", "3",
             "--no-baseline", "--limit", "1", "--lpips-backbone", "random", "--out", tmp_path / "j", "--json", "-q")
@@ -401,7 +436,7 @@ def test_bench_defaults_fail_in_one_line_without_bundled_files(data, tmp_path, m
 
     monkeypatch.setattr(pipeline, "bundled_path", lambda name: tmp_path / "no.safetensors")
     assert_error(run("bench", "--out", tmp_path / "d"), "bundled model")
-    monkeypatch.setattr(bench, "bundled_testset", lambda: tmp_path / "no-testset")
+    monkeypatch.setattr(bench.rows, "bundled_testset", lambda: tmp_path / "no-testset")  # where plan() looks it up
     assert_error(run("bench", "--model", data["model"], "--out", tmp_path / "d"), "held-out tiles", "--hr")
 
 

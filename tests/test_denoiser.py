@@ -68,3 +68,21 @@ def test_bad_predict_and_missing_y(v1):
     D = NetworkDenoiser(Recorder(lambda x, s: x), v1, predict="residual")
     with pytest.raises(ValueError, match="needs the shift target y"):
         D(torch.zeros(1, 3, 2, 2), torch.full((1,), 0.5))
+
+
+def test_marginal_and_loss(v1, exp_v1):
+    """The forward marginal takes eta from the discrete table at t = k/T (the continuous schedule's eta(t) otherwise);
+    the loss is the per-sample MSE of x0_hat at that marginal, with the network fed the same x_t."""
+    g = torch.Generator().manual_seed(1)
+    x0, y, z = (torch.randn(2, 3, 4, 4, generator=g) for _ in range(3))
+    t = torch.tensor([3 / 15, 11 / 15], dtype=torch.float64)
+    for schedule, etas in ((v1, v1.etas[[2, 10]]), (exp_v1, exp_v1.eta(t.numpy()))):
+        eta = torch.tensor(etas, dtype=torch.float32).view(-1, 1, 1, 1)
+        want = x0 + eta * (y - x0) + schedule.kappa * eta.sqrt() * z
+        net = Recorder(lambda x, s: torch.zeros_like(x))
+        D = NetworkDenoiser(net, schedule, latent=True, normalize_input=False, y=y)
+        torch.testing.assert_close(D.marginal(x0, t, z), want, rtol=0, atol=0)
+        torch.testing.assert_close(D.loss(x0, t, z), x0.pow(2).flatten(1).mean(1), rtol=0, atol=0)  # x0_hat = 0
+        torch.testing.assert_close(net.seen[-1][0], want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="shift target y"):
+        NetworkDenoiser(Recorder(lambda x, s: x), v1).marginal(x0, t, z)

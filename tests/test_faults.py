@@ -414,7 +414,7 @@ def test_full_disk_during_finetune_is_one_line(photo_folder, tmp_path, monkeypat
     """ENOSPC from the file system while torch.save writes (it used to surface as inline_container.cc:672)."""
     import builtins
 
-    import cresshift.training.trainer as trainer
+    import cresshift.training.checkpoint as checkpoint
 
     class FullFile:  # the file system fills up after 1000 bytes, as /dev/full would at once
         def __init__(self, path, mode):
@@ -438,7 +438,7 @@ def test_full_disk_during_finetune_is_one_line(photo_folder, tmp_path, monkeypat
 
         def __exit__(self, *exc):
             self.fh.close()
-    monkeypatch.setattr(trainer, "open", FullFile, raising=False)
+    monkeypatch.setattr(checkpoint, "open", FullFile, raising=False)  # where torch_save opens the file
     r = cli("finetune", "--data", photo_folder, "--val", "none", "--crop", "32", "--batch", "2", "--micro-batch", "2",
             "--steps", "1", "--predict", "residual", "--out", tmp_path, "--quiet")
     assert_one_line_error(r, "no space left", "ckpt-0000001.pt")
@@ -458,9 +458,9 @@ def _double_sigint_in_step(tr):
 
 
 def _double_sigint_in_save(tr):
-    import cresshift.training.trainer as trainer
+    import cresshift.training.checkpoint as checkpoint
 
-    real = trainer._torch_save
+    real = checkpoint.torch_save
 
     def save(obj, path):
         if obj["step"] == 3 and not getattr(tr, "_fired", False):
@@ -468,8 +468,8 @@ def _double_sigint_in_save(tr):
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGINT)
         real(obj, path)
-    tr._restore = (trainer, real)
-    trainer._torch_save = save
+    tr._restore = (checkpoint, real)
+    checkpoint.torch_save = save
 
 
 @pytest.mark.parametrize("inject", [_double_sigint_in_step, _double_sigint_in_save],
@@ -486,7 +486,7 @@ def test_a_second_ctrl_c_waits_for_the_step_or_save(inject, photo_folder, tmp_pa
         result = tr.run(progress=False)
     finally:
         if hasattr(tr, "_restore"):
-            tr._restore[0]._torch_save = tr._restore[1]
+            tr._restore[0].torch_save = tr._restore[1]
     assert result["interrupted"]
     saved = sorted((tmp_path / "cut").glob("ckpt-*.pt"))
     assert saved[-1].name == f"ckpt-{result['step']:07d}.pt"

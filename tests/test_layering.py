@@ -5,7 +5,11 @@ Every import in every module under cresshift/, lazy ones inside functions includ
 with ``ast`` and checked: no module imports from a layer above its own, and ``cresshift.solvers``
 imports nothing from models, data, metrics, training, bench or the CLI. The package root's lazy
 facade (``cresshift/__init__.py``) sits on top; a bare ``import cresshift`` (for ``__version__``)
-is allowed anywhere. A new module needs a line in ``LAYERS``.
+is allowed anywhere. A new module needs a line in ``LAYERS`` (a module inside a package listed
+there, such as ``bench/report.py`` or ``training/checkpoint.py``, takes its package's layer).
+
+A second check keeps ``_private`` names inside their module: no module imports a private name
+from another cresshift module or calls ``obj._name()`` on anything but ``self`` / ``cls``.
 """
 import ast
 from pathlib import Path
@@ -108,3 +112,80 @@ def test_a_violation_is_found(tmp_path):
             test_no_import_from_a_layer_above(fake)
     finally:
         fake.unlink()
+
+
+# --- private names stay in their module ------------------------------------------------------------
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_reaches(source: str) -> list[str]:
+    """Where ``source`` reaches into another module's ``_private`` names.
+
+    Flagged: ``from <cresshift module> import _name``; a call ``obj._name(...)`` on anything but
+    ``self``, ``cls`` or ``super()``; and ``mod._name`` where ``mod`` is a name imported from
+    cresshift. Privates of outside libraries (``torch._C``, ``sys._getframe``: the object's root
+    is a module imported from outside cresshift) are allowed.
+    """
+    tree = ast.parse(source)
+    ours: set[str] = set()      # names bound by importing from cresshift
+    outside: set[str] = set()   # names bound by importing anything else
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                bound = a.asname or a.name.split(".")[0]
+                (ours if a.name.split(".")[0] == "cresshift" else outside).add(bound)
+        elif isinstance(node, ast.ImportFrom):
+            internal = node.level > 0 or (node.module or "").split(".")[0] == "cresshift"
+            for a in node.names:
+                (ours if internal else outside).add(a.asname or a.name)
+                if internal and _private(a.name):
+                    found.append(f"line {node.lineno}: imports {a.name} from {'.' * node.level}{node.module or ''}")
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and _private(node.attr)):
+            continue
+        root = node.value
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        root_name = root.id if isinstance(root, ast.Name) else None
+        if root_name in outside:
+            continue
+        if isinstance(node.value, ast.Name) and node.value.id in ours:
+            found.append(f"line {node.lineno}: {ast.unparse(node)} (a private name of an imported module)")
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _private(node.func.attr)):
+            continue
+        obj = node.func.value
+        root = obj
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if isinstance(obj, ast.Name) and obj.id in ("self", "cls"):
+            continue
+        if isinstance(obj, ast.Call) and isinstance(obj.func, ast.Name) and obj.func.id == "super":
+            continue
+        if isinstance(root, ast.Name) and root.id in outside:
+            continue
+        found.append(f"line {node.lineno}: calls {ast.unparse(node.func)}")
+    return found
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_reaches_into_another_modules_private_names(path):
+    found = private_reaches(path.read_text(encoding="utf-8"))
+    assert not found, (f"{path.relative_to(PACKAGE)} uses private names of other modules or objects (make them "
+                       f"public where they are shared): {found}")
+
+
+def test_a_private_reach_is_found():
+    """The checker itself: each kind of reach is caught, self/cls/super() and outside libraries are not."""
+    assert private_reaches("from ..cli import _Log\n")
+    assert private_reaches("from cresshift.bench import _fmt\n")
+    assert private_reaches("def f(job):\n    job._finish('done')\n")
+    assert private_reaches("from . import pipeline\nx = pipeline._decode\n")
+    allowed = ("import torch\nimport sys\nfrom torch import nn\n"
+               "class A(nn.Module):\n"
+               "    def f(self):\n        self._g()\n        super()._h()\n        torch._C._set_x()\n"
+               "        sys._getframe()\n        return nn._private_thing\n"
+               "    @classmethod\n    def k(cls):\n        cls._g()\n")
+    assert private_reaches(allowed) == []

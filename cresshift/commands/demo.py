@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from ..cli import CliError, _common_options, _Log, _model_options
+from .common import CliError, Log, common_options, model_options
 
 DEMO_EXTRA_HINT = 'the demo needs its web packages: pip install -e ".[demo]" (or pip install "cresshift[demo]")'
 
@@ -16,12 +16,12 @@ DEMO_EXTRA_HINT = 'the demo needs its web packages: pip install -e ".[demo]" (or
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface; the demo has no login).")
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True, help="TCP port.")
-@_model_options
+@model_options
 @click.option("--max-pixels", type=click.IntRange(64, None), default=1024 * 1024, show_default=True,
               help="Largest LR image (width x height) run without tiling; 4x this with a tile size.")
 @click.option("--max-waiting", type=click.IntRange(1, None), default=16, show_default=True,
               help="Runs that may wait in the queue behind the running one; more get HTTP 503.")
-@_common_options
+@common_options
 def demo(host: str, port: int, model: str, preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str,
          max_pixels: int, max_waiting: int, quiet: bool) -> None:
     """Serve the local web demo: a page for x4 super-resolution and POST /api/super-resolve.
@@ -35,7 +35,7 @@ def demo(host: str, port: int, model: str, preset: Optional[str], autoencoder: O
       curl -F image=@lr.png -F solver=heun -F nfe=5 -F rho=4 -F seed=0 \\
            http://127.0.0.1:7860/api/super-resolve -o sr.png
     """
-    log = _Log(quiet)
+    log = Log(quiet)
     try:
         import python_multipart  # noqa: F401  (Starlette's form parser)
         import uvicorn

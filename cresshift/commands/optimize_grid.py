@@ -7,15 +7,15 @@ from typing import Any, Optional
 
 import click
 
-from ..cli import SCHEDULE_NAMES, CliError, _common_options, _Log, _model_options, _parse_options, _progress, \
-    _solver_option
+from ..runtime import progress_bar
+from .common import SCHEDULE_NAMES, CliError, Log, common_options, model_options, parse_options, solver_option
 
 #: solvers with a grid to optimise (deterministic, fixed grid): the registry minus markov, sde, adaptive
 GRID_SOLVERS = ("euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "ipndm")
 
 
 @click.command("optimize-grid")
-@_model_options
+@model_options
 @click.option("--solver", type=click.Choice(GRID_SOLVERS), default="dpmpp-2m", show_default=True,
               help="The solver whose grid is optimised.")
 @click.option("--nfe", type=click.IntRange(2, 1000), required=True, help="NFE budget; the grid never exceeds it.")
@@ -31,14 +31,14 @@ GRID_SOLVERS = ("euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "ipndm")
               help="Nelder-Mead sampler runs after the starting grids.")
 @click.option("--reference-rtol", type=click.FloatRange(0, 1, min_open=True), default=1e-3, show_default=True,
               help="rtol = atol of the adaptive reference solution.")
-@_solver_option()
+@solver_option()
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the grid to this JSON file.")
 @click.option("--write", is_flag=True,
               help="Store the grid with the model (a cresshift checkpoint's config; otherwise <name>.grids.json "
                    "beside it), for 'sample --grid optimized'.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file or stored grid.")
 @click.option("--json", "as_json", is_flag=True, help="Print the grid record as JSON on stdout.")
-@_common_options
+@common_options
 def optimize_grid(model: str, preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str, solver: str,
                   nfe: int, hr: Optional[str], limit: int, seed: int, schedule: str, max_evals: int,
                   reference_rtol: float, solver_options: tuple[str, ...], out: Optional[str], write: bool,
@@ -51,12 +51,12 @@ def optimize_grid(model: str, preset: Optional[str], autoencoder: Optional[str],
       cresshift sample photo.png --solver dpmpp-2m --nfe 5 --grid grid.json
       cresshift optimize-grid --model my.safetensors --solver heun --nfe 7 --write
     """
-    log = _Log(quiet)
+    log = Log(quiet)
     if not (out or write):
         raise click.UsageError("say where the grid goes: --out FILE, --write (with the model), or both")
     if out and Path(out).exists() and not overwrite:
         raise CliError(f"{out} exists; pass --overwrite to replace it")
-    opts = _parse_options(solver_options)
+    opts = parse_options(solver_options)
     import torch
 
     from ..grids import grid_json
@@ -122,7 +122,7 @@ def _calibration(hr: Optional[str], limit: int, sf: int) -> tuple[list[str], Any
 
 
 def _optimise(pipe: Any, lr: Any, sched: Any, solver: str, nfe: int, seed: int, max_evals: int, rtol: float,
-              opts: dict[str, Any], quiet: bool, log: _Log) -> dict[str, Any]:
+              opts: dict[str, Any], quiet: bool, log: Log) -> dict[str, Any]:
     """Run optimize_grid on the calibration batch; the grid and its calibration RMS next to the auto grid's."""
     import torch
 
@@ -134,7 +134,7 @@ def _optimise(pipe: Any, lr: Any, sched: Any, solver: str, nfe: int, seed: int, 
     x_T = prior_sample(y, sched, torch.Generator(device=pipe.device).manual_seed(seed))
     log(f"reference: adaptive dopri5 at rtol = atol = {rtol:g}")
     reference = reference_output(denoiser, y, sched, x_T, rtol=rtol)
-    with _progress(quiet) as bar:
+    with progress_bar(quiet) as bar:
         task = bar.add_task("optimize-grid", total=None)
         ts = optimize_grid(denoiser, y, sched, solver=solver, nfe=nfe, x_T=x_T, reference=reference,
                            max_evals=max_evals, progress=lambda done, total: bar.update(task, completed=done,

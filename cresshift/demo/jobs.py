@@ -61,7 +61,8 @@ class Job:
         if self.cancel_requested.is_set():
             raise JobCancelled()
 
-    def _finish(self, state: str, *, result: Any = None, error: Optional[str] = None, status: int = 200) -> None:
+    def finish(self, state: str, *, result: Any = None, error: Optional[str] = None, status: int = 200) -> None:
+        """Set the final state, result or error and HTTP status, and wake everyone waiting on ``finished``."""
         self.state, self.result, self.error, self.status = state, result, error, status
         self.finished.set()
 
@@ -130,16 +131,16 @@ class JobQueue:
             if job is None:
                 return
             if job.cancel_requested.is_set():
-                job._finish("cancelled", error="cancelled before it started", status=409)
+                job.finish("cancelled", error="cancelled before it started", status=409)
                 continue
             job.state = "running"
             try:
-                job._finish("done", result=job.work(job))
+                job.finish("done", result=job.work(job))
             except JobCancelled:
-                job._finish("cancelled", error="cancelled", status=409)
+                job.finish("cancelled", error="cancelled", status=409)
             except RequestError as err:
-                job._finish("failed", error=_one_line(err), status=err.status)
+                job.finish("failed", error=_one_line(err), status=err.status)
             except (ValueError, FloatingPointError) as err:  # bad options or inputs found by the library
-                job._finish("failed", error=_one_line(err), status=400)
+                job.finish("failed", error=_one_line(err), status=400)
             except Exception as err:  # a bug or an out-of-memory: reported in one line, the worker goes on
-                job._finish("failed", error=f"{type(err).__name__}: {_one_line(err)}", status=500)
+                job.finish("failed", error=f"{type(err).__name__}: {_one_line(err)}", status=500)

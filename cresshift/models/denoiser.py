@@ -71,6 +71,33 @@ class NetworkDenoiser:
             return torch.where(is_int, table[idx], self.schedule.eta((s + 1) / self.schedule.T))
         return self.schedule.eta((s + 1) / self.schedule.T)
 
+    def eta_at(self, t: torch.Tensor) -> torch.Tensor:
+        """eta at times t in float64: the discrete table's exact value at a chain step t = k/T (as
+        ``eta_of_clock``), with a continuous schedule its eta(t)."""
+        if self.discrete is not None:
+            return self.eta_of_clock(self.clock(t))
+        return self.schedule.eta(t.to(torch.float64))
+
+    def marginal(self, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The forward marginal x_t = x0 + eta (y - x0) + kappa sqrt(eta) z at times t [B] (design §2), y = ``self.y``."""
+        if self.y is None:
+            raise ValueError("the forward marginal needs the shift target y (set NetworkDenoiser.y)")
+        eta = self.eta_at(t).to(x0.device, x0.dtype).view(-1, *(1,) * (x0.ndim - 1))
+        return x0 + eta * (self.y - x0) + self.schedule.kappa * eta.sqrt() * z
+
+    def loss(self, x0: torch.Tensor, t: torch.Tensor, z: torch.Tensor, *,
+             autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """Per-sample MSE(x0_hat, x0) in float32 at x_t = ``marginal(x0, t, z)``: the training objective (design §5).
+
+        ``t`` [B] in float64; the network sees it in x0's dtype, under autocast to ``autocast_dtype``
+        on a GPU (None: none).
+        """
+        x_t = self.marginal(x0, t, z)
+        on_gpu = x0.device.type == "cuda"
+        with torch.autocast(x0.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None and on_gpu):
+            x0_hat = self(x_t, t.to(x0.device, x0.dtype))
+        return (x0_hat.float() - x0.float()).pow(2).flatten(1).mean(1)
+
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if t.ndim == 0:
             t = t.expand(x.shape[0])

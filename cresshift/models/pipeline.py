@@ -23,7 +23,8 @@ from .fastpath import StaticShapeCall, as_channels_last
 from .presets import AUTOENCODER_FACTOR, OFFICIAL_PRESETS, official_config
 from .tiling import tiled_apply
 
-__all__ = ["SRPipeline", "SRResult", "load_pipeline", "build_pipeline", "BUNDLED", "bundled_path", "upsample_lr"]
+__all__ = ["SRPipeline", "SRResult", "load_pipeline", "build_pipeline", "BUNDLED", "bundled_path", "upsample_lr",
+           "CheckpointContents", "read_cresshift_file", "read_official_files"]
 
 BUNDLED = {"bundled": "continuous.safetensors", "bundled-continuous": "continuous.safetensors",
            "bundled-discrete": "discrete.safetensors"}
@@ -467,11 +468,39 @@ def _load(name_or_path: Union[str, Path], *, preset: Optional[str], autoencoder:
     if not path.exists():
         raise CheckpointError(f"no such model file or preset: {name!r} (presets: bundled, bundled-discrete, "
                               f"{', '.join(OFFICIAL_PRESETS)})")
-    if path.suffix == ".safetensors":
-        groups, config = load_cresshift(path)
-        return build_pipeline(config, model_sd=groups.get("model"), autoencoder_sd=groups.get("autoencoder"),
-                              device=device, dtype=dtype, hint=f"{path.name} is corrupt or was written by another version")
-    # An official checkpoint.
+    weights = read_cresshift_file(path) if path.suffix == ".safetensors" else read_official_files(path, preset, autoencoder)
+    return weights.build(device=device, dtype=dtype)
+
+
+@dataclass
+class CheckpointContents:
+    """What a checkpoint holds before a pipeline is built from it: the cresshift config, the weights, and the
+    hint a weight mismatch names."""
+
+    config: dict[str, Any]
+    model_sd: dict[str, torch.Tensor]
+    autoencoder_sd: Optional[dict[str, torch.Tensor]]
+    hint: str
+
+    def build(self, *, device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = None) -> SRPipeline:
+        """``build_pipeline`` over these weights."""
+        return build_pipeline(self.config, model_sd=self.model_sd, autoencoder_sd=self.autoencoder_sd,
+                              device=device, dtype=dtype, hint=self.hint)
+
+
+def read_cresshift_file(path: Union[str, Path]) -> CheckpointContents:
+    """The config and weights of a cresshift ``.safetensors`` file."""
+    path = Path(path)
+    groups, config = load_cresshift(path)
+    return CheckpointContents(config, groups.get("model"), groups.get("autoencoder"),  # type: ignore[arg-type]
+                              hint=f"{path.name} is corrupt or was written by another version")
+
+
+def read_official_files(path: Union[str, Path], preset: Optional[str],
+                        autoencoder: Optional[Union[str, Path]]) -> CheckpointContents:
+    """An official ``.pth`` checkpoint of ``preset`` (official files carry no config), with the VQ-f4
+    autoencoder's ``.pth`` for latent presets."""
+    path = Path(path)
     if preset is None:
         raise CheckpointError(f"{path.name} is an official checkpoint: say which preset it is "
                               f"(preset= one of {', '.join(OFFICIAL_PRESETS)}); official files carry no config")
@@ -482,6 +511,6 @@ def _load(name_or_path: Union[str, Path], *, preset: Optional[str], autoencoder:
         if autoencoder is None:
             raise CheckpointError(f"preset {preset!r} is a latent model: pass autoencoder=autoencoder_vq_f4.pth")
         ae_sd = load_official_state_dict(autoencoder)
-    return build_pipeline(config, model_sd=model_sd, autoencoder_sd=ae_sd, device=device, dtype=dtype,
-                          hint=f"{_looks_like(model_sd)}; preset {preset!r} expects the official "
-                               f"{OFFICIAL_PRESETS[preset]['files'].split(' + ')[0]}")
+    return CheckpointContents(config, model_sd, ae_sd,
+                              hint=f"{_looks_like(model_sd)}; preset {preset!r} expects the official "
+                                   f"{OFFICIAL_PRESETS[preset]['files'].split(' + ')[0]}")

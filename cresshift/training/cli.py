@@ -10,7 +10,7 @@ from typing import Optional
 
 import click
 
-from ..cli import _debug_callback, raise_one_line
+from ..commands.common import debug_callback, raise_one_line
 
 __all__ = ["finetune"]
 
@@ -82,7 +82,7 @@ PREDICT_TYPES = ("xstart", "residual", "epsilon", "epsilon_scale")
 @click.option("--tensorboard", is_flag=True,
               help="Also log loss, lr, grad norm, per-t loss, validation metrics and images to OUT/tensorboard.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
-@click.option("--debug", is_flag=True, expose_value=False, callback=_debug_callback,
+@click.option("--debug", is_flag=True, expose_value=False, callback=debug_callback,
               help="Show tracebacks instead of one-line errors.")
 @click.pass_context
 def finetune(ctx: click.Context, data: str, lr_data: Optional[str], val: str, out: str, init: str, preset: Optional[str],

@@ -1,11 +1,12 @@
 """Fine-tuning ResShift with discrete or continuous time (the paper's §3.1), one process or DDP.
 
-Loss: MSE between x0_hat and x0, where x0_hat comes from ``NetworkDenoiser`` — the same call
-sampling uses — at x_t = x0 + eta (y - x0) + kappa sqrt(eta) z. ``time="discrete"`` draws the
-chain index k uniformly (t = k/T, the official recipe); ``time="continuous"`` draws
-t ~ U(1/T, 1) and takes eta(t) from a continuous schedule (the paper's recipe); the network
-is fed s = T t - 1 either way. ``t_sampler="loss-aware"`` (continuous only) draws t by
-importance sampling and weights each sample's loss by its inverse density (``t_sampler.py``).
+Loss: ``NetworkDenoiser.loss``, the MSE between x0_hat and x0, where x0_hat comes from the same
+call sampling uses, at the denoiser's forward marginal x_t = x0 + eta (y - x0) + kappa sqrt(eta) z.
+``time="discrete"`` draws the chain index k uniformly (t = k/T, the official recipe);
+``time="continuous"`` draws t ~ U(1/T, 1) and takes eta(t) from a continuous schedule (the
+paper's recipe); the network is fed s = T t - 1 either way. ``t_sampler="loss-aware"``
+(continuous only) draws t by importance sampling and weights each sample's loss by its inverse
+density (``t_sampler.py``).
 
 Diagnostics: every ``log.jsonl`` training line carries the mean loss per t bin (15 bins over
 (1/T, 1]) and the gradient norm; ``tensorboard=True`` writes the same and validation metrics
@@ -18,26 +19,25 @@ import copy
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
 from ..data.io import atomic_write, lock_folder, remove_stale_temps, strict_json
-from ..models.checkpoints import load_cresshift, load_official_state_dict, torch_load_reason
 from ..models.denoiser import NetworkDenoiser
-from ..models.pipeline import SRPipeline, build_pipeline, upsample_lr
+from ..models.pipeline import SRPipeline, build_pipeline, read_cresshift_file, read_official_files, upsample_lr
 from ..models.presets import AUTOENCODER_FACTOR, official_config
 from ..models.unet import small_pixel_config
 from ..runtime import Distributed, versions
 from ..schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule
 from .board import Board, tensorboard_available
+from .checkpoint import (InterruptGuard, NonFiniteTrainingError, check_resumable, first_nonfinite, nonfinite_weights,
+                         read_state, write_state)
 from .data import CropSampler, Degradation, load_folder, load_paired
 from .t_sampler import T_SAMPLERS, LossAwareTSampler, TBinLoss
 
@@ -150,18 +150,6 @@ class TrainSettings:
                              f"(training runs in float32)")
 
 
-class NonFiniteTrainingError(ValueError):
-    """Training met a non-finite loss, gradient or weight; it stops without saving that state."""
-
-
-def first_nonfinite(tensors: dict[str, torch.Tensor]) -> Optional[str]:
-    """The name of the first floating-point tensor holding NaN or inf, else None."""
-    for name, t in tensors.items():
-        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            return name
-    return None
-
-
 def is_time_parameter(name: str) -> bool:
     """Whether a UNetModelSwin parameter belongs to the time conditioning (``time_embed``, ``emb_layers``)."""
     parts = name.split(".")
@@ -216,7 +204,7 @@ class Trainer:
         self._lpips: Any = None
         self._val_sr: Optional[torch.Tensor] = None
         self.board = Board(None)
-        self._guard = _InterruptGuard()
+        self._guard = InterruptGuard()
         self._saved: Optional[Path] = None
         self._saved_step = -1
         self.out = Path(settings.out)
@@ -241,6 +229,29 @@ class Trainer:
         return [p for p in self.net.parameters() if p.requires_grad]
 
     def _build_model(self) -> SRPipeline:
+        """The pipeline to train: a small pixel model from scratch, or a checkpoint read by the pipeline's loader."""
+        s = self.s
+        if s.init == "scratch":
+            return self._scratch_model()
+        if s.init.endswith(".safetensors"):
+            weights = read_cresshift_file(s.init)
+            self._refuse_diffusion_overrides(weights.config["diffusion"], "a cresshift model")
+            config = {**weights.config, "schedule": None}  # the training schedule is decided by the settings
+        else:
+            if not Path(s.init).is_file():
+                raise ValueError(f"--init {s.init!r} is neither 'scratch' nor an existing checkpoint file")
+            official = official_config(s.preset)  # type: ignore[arg-type]
+            self._refuse_diffusion_overrides(official["diffusion"], f"the official {s.preset}")
+            if official["autoencoder"] and not s.autoencoder:
+                raise ValueError(f"preset {s.preset} is a latent model: pass --autoencoder autoencoder_vq_f4.pth")
+            weights = read_official_files(s.init, s.preset, s.autoencoder)
+            config = dict(weights.config)
+        if s.context_pad is not None:
+            config["sampling"] = {**config.get("sampling", {}), "context_pad": s.context_pad}
+        return replace(weights, config=config).build()
+
+    def _scratch_model(self) -> SRPipeline:
+        """The small pixel-space network with random weights (seeded), on the settings' diffusion."""
         s = self.s
         diffusion = {**ResShiftSchedule.from_config(s.schedule_preset).to_config(), "sf": s.sf,
                      "predict_type": s.predict or "xstart", "normalize_input": True}
@@ -248,36 +259,17 @@ class Trainer:
             diffusion["kappa"] = float(s.kappa)
         if s.min_noise_level is not None:
             diffusion["min_noise_level"] = float(s.min_noise_level)
-        if s.init == "scratch":
-            params = small_pixel_config(image_size=s.crop, lq_size=s.crop, **s.model_overrides)
-            config = {"model": {"class": "UNetModelSwin", "params": params}, "autoencoder": None,
-                      "diffusion": {**diffusion, "latent_flag": False},
-                      "sampling": {"context_pad": SCRATCH_CONTEXT_PAD if s.context_pad is None else s.context_pad}}
-            torch.manual_seed(s.seed)
-            pipe = build_pipeline(config)
-            if diffusion["predict_type"] == "residual":
-                # Zero output layer: the untrained model returns x0_hat = y (bicubic) exactly.
-                nn.init.zeros_(pipe.net.out[2].weight)
-                nn.init.zeros_(pipe.net.out[2].bias)
-            return pipe
-        if s.init.endswith(".safetensors"):
-            groups, config = load_cresshift(s.init)
-            config = dict(config)
-            config["schedule"] = None  # the training schedule is decided by the settings
-            self._refuse_diffusion_overrides(config["diffusion"], "a cresshift model")
-            if s.context_pad is not None:
-                config["sampling"] = {**config.get("sampling", {}), "context_pad": s.context_pad}
-            return build_pipeline(config, model_sd=groups.get("model"), autoencoder_sd=groups.get("autoencoder"))
-        if not Path(s.init).is_file():
-            raise ValueError(f"--init {s.init!r} is neither 'scratch' nor an existing checkpoint file")
-        config = official_config(s.preset)  # type: ignore[arg-type]
-        self._refuse_diffusion_overrides(config["diffusion"], f"the official {s.preset}")
-        if s.context_pad is not None:
-            config["sampling"] = {"context_pad": s.context_pad}
-        ae_sd = load_official_state_dict(s.autoencoder) if s.autoencoder else None
-        if config["autoencoder"] and ae_sd is None:
-            raise ValueError(f"preset {s.preset} is a latent model: pass --autoencoder autoencoder_vq_f4.pth")
-        return build_pipeline(config, model_sd=load_official_state_dict(s.init), autoencoder_sd=ae_sd)
+        params = small_pixel_config(image_size=s.crop, lq_size=s.crop, **s.model_overrides)
+        config = {"model": {"class": "UNetModelSwin", "params": params}, "autoencoder": None,
+                  "diffusion": {**diffusion, "latent_flag": False},
+                  "sampling": {"context_pad": SCRATCH_CONTEXT_PAD if s.context_pad is None else s.context_pad}}
+        torch.manual_seed(s.seed)
+        pipe = build_pipeline(config)
+        if diffusion["predict_type"] == "residual":
+            # Zero output layer: the untrained model returns x0_hat = y (bicubic) exactly.
+            nn.init.zeros_(pipe.net.out[2].weight)
+            nn.init.zeros_(pipe.net.out[2].bias)
+        return pipe
 
     def _refuse_diffusion_overrides(self, diffusion: dict[str, Any], what: str) -> None:
         """A model being fine-tuned keeps its schedule and output type: --kappa etc. are for scratch models."""
@@ -356,17 +348,11 @@ class Trainer:
             lq = lr
         else:
             x0, y, lq = hr, y_pix, y_pix
-        eta = torch.as_tensor(self.schedule.eta(t) if not isinstance(self.schedule, ResShiftSchedule)
-                              else self.discrete.etas[(t * self.discrete.T).round().long() - 1],
-                              dtype=x0.dtype, device=x0.device).view(-1, 1, 1, 1)
-        x_t = x0 + eta * (y - x0) + self.schedule.kappa * eta.sqrt() * z
         denoiser = NetworkDenoiser(net, self.schedule, lq=lq, latent=self.autoencoder is not None,
                                    normalize_input=bool(self.pipe.config["diffusion"].get("normalize_input", True)),
                                    predict=self.pipe.predict, y=y, clip_denoised=False)
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.s.amp or "", None)
-        with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None and self.device.type == "cuda"):
-            x0_hat = denoiser(x_t, t.to(self.device, x0.dtype))
-        err = (x0_hat.float() - x0.float()).pow(2).flatten(1).mean(1)  # per-crop MSE
+        err = denoiser.loss(x0, t, z, autocast_dtype=amp)  # per-crop MSE at the forward marginal
         if self.s.loss_weight == "bicubic":
             # Relative to the bicubic shift target's own error: the mean ratio tracks mean PSNR over crops,
             # so flat crops (where any invented texture costs PSNR) weigh as much as textured ones.
@@ -489,15 +475,10 @@ class Trainer:
         state = self.state()
         if self.rank != 0:
             return None
-        bad = first_nonfinite({**state["net"], **{f"ema.{k}": v for k, v in state["ema"].items()}})
+        bad = nonfinite_weights(state)
         if bad is not None:  # never written, so it can never push a finite checkpoint out
             raise NonFiniteTrainingError(f"the weights hold NaN or inf ({bad}) at step {self.step}")
-        self.out.mkdir(parents=True, exist_ok=True)
-        path = self.out / (tag or f"ckpt-{self.step:07d}.pt")
-        atomic_write(path, lambda tmp: _torch_save(state, tmp))
-        ckpts = sorted(self.out.glob("ckpt-*.pt"))
-        for old in ckpts[:-self.s.keep_last] if self.s.keep_last > 0 else []:
-            old.unlink()
+        path = write_state(state, self.out, tag or f"ckpt-{self.step:07d}.pt", self.s.keep_last)
         self.export_pipeline().save(self.out / "last.safetensors", training=self.metadata())
         return path
 
@@ -508,34 +489,8 @@ class Trainer:
     def resume(self, path: str | Path) -> None:
         """Restore model, EMA, optimiser, scaler, RNG and step: training continues exactly."""
         path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"resume file not found: {path}")
-        try:
-            st = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(f"cannot read {path} as a cresshift training checkpoint: {torch_load_reason(err)}") from None
-        if not isinstance(st, dict) or "settings" not in st or "data_rng" not in st:
-            raise ValueError(f"{path} is not a cresshift training checkpoint (ckpt-*.pt from cresshift finetune)")
-        if st.get("model_config") != json.dumps(self.pipe.config["model"], sort_keys=True):
-            raise ValueError(f"{path} was written for another model configuration; resume with the same settings")
-        if st.get("diffusion_config") != json.dumps(self.pipe.config["diffusion"], sort_keys=True):
-            raise ValueError(f"{path} was written for another diffusion (kappa, schedule or output type)")
-        old = json.loads(st["settings"])
-        keys = ["time", "crop", "sf", "batch", "micro_batch", "seed", "loss_weight", "degrade", "trainable", "scale_aug",
-                "t_sampler"]
-        if self.s.time == "continuous":
-            keys += ["schedule", "a", "lam"]
-        written_before = {"trainable": "all", "scale_aug": 1.0, "t_sampler": "uniform"}  # the value meant when a checkpoint lacks the key
-        for k in keys:
-            if old.get(k, written_before.get(k)) != getattr(self.s, k):
-                raise ValueError(f"{path} was trained with {k}={old.get(k, written_before.get(k))!r}, "
-                                 f"these settings say {getattr(self.s, k)!r}")
-        if int(st.get("world_size", 1)) != self.world:
-            raise ValueError(f"{path} was written by {st.get('world_size', 1)} processes; resume it with the same number "
-                             f"(got {self.world}) so that every rank continues its own data order")
-        bad = first_nonfinite({**st["net"], **{f"ema.{k}": v for k, v in st["ema"].items()}})
-        if bad is not None:
-            raise NonFiniteTrainingError(f"{path} holds NaN or inf weights ({bad}); resume from an earlier checkpoint")
+        st = read_state(path)
+        check_resumable(st, path, settings=self.s, config=self.pipe.config, world=self.world)
         self.net.load_state_dict(st["net"])
         self.ema.load_state_dict(st["ema"])
         self.opt.load_state_dict(st["opt"])
@@ -562,7 +517,7 @@ class Trainer:
         interrupted = False
         t0 = time.perf_counter()
         bar = _Progress(total=s.steps, start=self.step, enabled=progress and self.rank == 0)
-        guard = _InterruptGuard()
+        guard = InterruptGuard()
         self._guard = guard
         try:
             with guard.installed():
@@ -645,82 +600,6 @@ class Trainer:
             if self.best is None or m["psnr_y"] > self.best:
                 self.best = m["psnr_y"]
                 self.export_pipeline().save(self.out / "best.safetensors", training={**self.metadata(), "val": m})
-
-
-def _torch_save(obj: Any, path: str) -> None:
-    """torch.save through a file object that keeps the OSError of a failed write (a full disk).
-
-    torch.save reports a failed write as ``RuntimeError: [enforce fail at inline_container.cc]``;
-    the recorded OSError (ENOSPC, EIO ...) is raised instead.
-    """
-    with open(path, "wb") as fh:
-        writer = _RecordingWriter(fh)
-        try:
-            torch.save(obj, writer)
-        except RuntimeError:
-            if writer.error is not None:
-                raise writer.error from None
-            raise
-
-
-class _RecordingWriter:
-    """A write-only file wrapper that remembers the last OSError its ``write`` raised."""
-
-    def __init__(self, fh: Any) -> None:
-        self.fh = fh
-        self.error: Optional[OSError] = None
-
-    def write(self, data: Any) -> int:
-        try:
-            return self.fh.write(data)
-        except OSError as err:
-            self.error = err
-            raise
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-
-class _InterruptGuard:
-    """SIGINT during training: the first asks to stop after the current step; a later one stops at once,
-    except inside a step or a save (``critical``), where it waits for the end of that block."""
-
-    def __init__(self) -> None:
-        self.requested = 0
-        self.depth = 0
-        self.pending = False
-
-    def on_sigint(self, signum: int, frame: Any) -> None:
-        self.requested += 1
-        if self.requested > 1:
-            if self.depth:
-                self.pending = True
-            else:
-                raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        """The handler, while the block runs (main thread only; elsewhere signals are not ours)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        old = signal.signal(signal.SIGINT, self.on_sigint)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, old)
-
-    @contextlib.contextmanager
-    def critical(self, *, raise_pending: bool = True) -> Iterator[None]:
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-        if self.depth == 0 and self.pending:
-            self.pending = False
-            if raise_pending:
-                raise KeyboardInterrupt
 
 
 class _null:
