@@ -177,7 +177,7 @@ def _check_space(folder: Path, need_bytes: int) -> None:
               help="Sampler from the registry (design §7 for its NFE).")
 @click.option("--rho", type=float, default=-8.0, show_default=True, callback=_rho,
               help="Grid spacing: 1 uniform, > 1 steps near the image end, < 0 near the noisy LR end.")
-@click.option("--grid", "grid_name", default=None, metavar="rho|lambda|karras|auto|optimized|FILE",
+@click.option("--grid", "grid_name", default=None, metavar="rho|lambda|karras|logeta|auto|optimized|FILE",
               help="Time grid [default: rho, with --rho]; optimized: the one 'optimize-grid --write' stored.")
 @click.option("--nfe", type=click.IntRange(1, 10000), default=15, show_default=True,
               help="Budget of network calls per image; the summary reports what was used.")
@@ -254,6 +254,8 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
                          dtype=torch_dtype(dtype), compile=compile_, fast=not eager, cuda_graphs=cuda_graphs)
     if scale is not None and scale != pipe.sf:
         raise CliError(f"the model super-resolves x{pipe.sf}; --scale {scale} does not match it")
+    if click.get_current_context().get_parameter_source("rho") is click.core.ParameterSource.DEFAULT and grid_name != "rho":
+        rho = None if grid_name is not None else rho  # the default -8 is the rho grid's; karras/logeta keep their own
     grid_req, rho = grid_request(grid_name, rho, model=model, solver=solver, nfe=nfe, schedule=pipe.schedule_for(schedule))
     grid = grid_for(solver, pipe.schedule_for(schedule), nfe, rho, grid_req)  # raises on an impossible grid
     _check_space(out_dir, sum(w * h for w, h in sizes) * pipe.sf ** 2 * 3 * (1 + (len(grid) + 1) * save_trajectory))
@@ -697,7 +699,7 @@ def _rho_value(text: str) -> float:
               help="Comma list [default: euler,heun].")
 @click.option("--rhos", callback=_csv(_rho_value, "non-zero numbers"), default=None,
               help="Comma list [default: 1,4,8,-4,-8].")
-@click.option("--grid", "grid_name", default=None, metavar="rho|lambda|karras|auto|optimized|FILE",
+@click.option("--grid", "grid_name", default=None, metavar="rho|lambda|karras|logeta|auto|optimized|FILE",
               help="Time grid of the solver rows instead of the --rhos grids (optimized: stored by optimize-grid).")
 @click.option("--nfe", "nfes", callback=_csv(int, "integers"), default=None, help="Comma list of budgets [default: 15].")
 @solver_option()

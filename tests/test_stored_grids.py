@@ -112,6 +112,23 @@ def test_sample_grid_file_and_missing_optimized(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_sample_family_grids_take_rho_only_when_given(tmp_path):
+    from cresshift.grids import karras_grid, log_eta_grid
+
+    sched = load_pipeline("bundled").schedule
+    runner = CliRunner()
+
+    def grid_of(*args):
+        res = runner.invoke(main, ["sample", "--example", "-o", str(tmp_path / str(len(list(tmp_path.iterdir())))),
+                                   "--solver", "dpmpp-2m", "--nfe", "4", "--json", "-q", *args])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)["grid"]
+
+    assert grid_of("--grid", "karras") == pytest.approx(karras_grid(4, sched, 7.0).tolist(), abs=1e-12)  # not the -8 default
+    assert grid_of("--grid", "logeta", "--rho", "2") == pytest.approx(log_eta_grid(4, sched, 2.0).tolist(), abs=1e-12)
+    assert grid_of("--grid", "logeta") == pytest.approx(log_eta_grid(4, sched, 1.0).tolist(), abs=1e-12)
+
+
 @pytest.mark.slow
 def test_optimize_grid_cli_end_to_end(tmp_path):
     model = tmp_path / "m.safetensors"
