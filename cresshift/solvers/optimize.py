@@ -179,20 +179,13 @@ def optimize_grid(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, so
     from scipy.optimize import minimize
 
     n = _check(solver, nfe, y, x_T)
-    if space not in SPACES:
-        raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
-    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
-        raise ValueError(f"restarts must be a positive integer, got {restarts!r}")
+    _check_search(space, restarts)
     cont = as_continuous(schedule)
-    t_min = cont.t_min
     x_T = prior_sample(y, cont, generator) if x_T is None else x_T
-    if reference is None:
-        reference = reference_output(denoiser, y, cont, x_T, rtol=reference_rtol)
-    elif reference.shape != y.shape:
-        raise ValueError(f"reference has shape {tuple(reference.shape)} but y has {tuple(y.shape)}; they must match")
+    reference = _reference(denoiser, y, cont, x_T, reference, reference_rtol)
     if n == 2:
-        return np.array([1.0, t_min])
-    ends = tuple(float(c) for c in _coord([1.0, t_min], cont, space))
+        return np.array([1.0, cont.t_min])
+    ends = tuple(float(c) for c in _coord([1.0, cont.t_min], cont, space))
     starts = _start_grids(start, n, cont, solver, nfe)
     free = n - 2
     budget = max_evals if max_evals is not None else 40 * free * int(restarts)
@@ -222,6 +215,24 @@ def optimize_grid(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, so
     if progress is not None:
         progress(total, total)
     return np.array(best[1], np.float64)
+
+
+def _check_search(space: str, restarts: Any) -> None:
+    """One-line errors for ``optimize_grid``'s search options."""
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
+        raise ValueError(f"restarts must be a positive integer, got {restarts!r}")
+
+
+def _reference(denoiser: Denoiser, y: torch.Tensor, schedule: ContinuousSchedule, x_T: torch.Tensor,
+               reference: Optional[torch.Tensor], rtol: float) -> torch.Tensor:
+    """The converged output from ``x_T``: the caller's (shape-checked) or adaptive dopri5 at ``rtol``."""
+    if reference is None:
+        return reference_output(denoiser, y, schedule, x_T, rtol=rtol)
+    if reference.shape != y.shape:
+        raise ValueError(f"reference has shape {tuple(reference.shape)} but y has {tuple(y.shape)}; they must match")
+    return reference
 
 
 def _start_grids(start: Optional[Sequence[float]], n: int, schedule: ContinuousSchedule, solver: str,
