@@ -564,6 +564,8 @@ def _table(folder: Path) -> list[dict]:
 @pytest.mark.parametrize("after_lines", [1, 3, 6])
 def test_bench_sigkill_then_rerun_gives_the_same_table(files, bench_data, tmp_path, after_lines, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # LPIPS offline, as in CI
+    # the killed process computes with as many threads as this one: sums over other thread splits differ in the last bits
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
     args = ["bench", "--model", files["model"], "--hr", bench_data, *BENCH]
     assert cli(*args, "--out", tmp_path / "ref").exit_code == 0
     out = tmp_path / "killed"
