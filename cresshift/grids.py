@@ -120,9 +120,7 @@ def log_eta_grid(n: int, schedule: Schedule, rho: float = 1.0) -> np.ndarray:
     ``v_i = 1 - (i/(n-1))^rho``: rho = 1 is uniform in log eta (= uniform in -log sqrt(eta));
     rho > 1 crowds steps near t = 1 (the noisy LR end) and keeps a non-zero spacing in v at the
     image end, where the exact schedule's ``log eta`` is an affine function of ``(T t - 1)^power``:
-    the grid stays smooth in the variables the solvers step in, so solvers keep their order
-    (measured in benchmarks/solver_accuracy_results.md; rho = 1.5-2 is the best fixed grid of
-    several solvers on the exact schedule).
+    the grid stays smooth in the variables the solvers step in, so solvers keep their order.
     """
     n, sched = _check_n(n), as_continuous(schedule)
     if not (rho > 0 and np.isfinite(rho)):

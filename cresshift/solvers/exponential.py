@@ -86,7 +86,7 @@ def sample_dpmpp_3m(model: CountingDenoiser, x: torch.Tensor, y: torch.Tensor, s
     """DPM-Solver++(3M) in lambda = -log sigma~; NFE = len(ts).
 
     Third-order steps once two past evaluations exist; the first (first-order) step caps the
-    global order at 2 (measured slope about 2.4), with a smaller error constant than 2M.
+    global order at 2, with a smaller error constant than 2M.
     """
     etas = schedule.eta(np.asarray(ts, np.float64))
     sig = edm_sigma(etas, schedule.kappa)

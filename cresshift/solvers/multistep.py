@@ -15,8 +15,8 @@ The default is ``sqrt_eta`` with order 4 (chosen over the four cases of
 benchmarks/solver_accuracy.py; README "Solvers at low NFE"). The first-order warm-up step
 bounds the global order by 2 in theory on a uniform grid, with a small constant: fitted slopes are
 higher. On its auto grid (log eta graded with rho = 2, ``cresshift.grids.log_eta_grid``) the
-first steps are O(h^2) long, so the warm-up's local errors are O(h^4) and the measured order is
-4.0 (Gaussian, both schedules, NFE 100 -> 400; benchmarks/solver_accuracy_results.md).
+first steps are O(h^2) long, so the warm-up's local errors are O(h^4) and the global order stays 4
+(benchmarks/solver_accuracy_results.md).
 """
 from __future__ import annotations
 

@@ -15,14 +15,10 @@ in which the best fixed grids are simple (``cresshift.grids.log_eta_grid``).
 Search: every starting grid (the solver's auto grid, uniform in lambda, karras, the graded
 log-eta grids and rho grids in t; or the caller's ``start``) is evaluated, and Nelder–Mead
 (scipy) runs from each of the ``restarts`` best of them (multi-start against local minima;
-each search gets an equal share of the budget). Measured (benchmarks/solver_accuracy_results.md):
-at NFE 5 on the analytic problems a global search (scipy differential evolution, ~1900
-sampler runs) finds the same calibration error as this search to 3 digits, so what remains
-between an optimised grid and the best fixed one is the solver's, not the search's, and no
-other search over grids of that size (a DP over candidate grids, which minimises a sum of local
-errors, included) can do better on the calibration samples. The objective is the target metric
-itself (RMS to the converged output); the two parametrisations gave held-out errors within 3 % of
-each other in the eight NFE-5 cases measured (ipndm, dpmpp-2m; four problems).
+each search gets an equal share of the budget). A global search over grids of the same size
+reaches the same calibration error on the analytic problems (benchmarks/solver_accuracy_results.md),
+so this local multi-start search is enough. The objective is the target metric itself (RMS to the
+converged output).
 Why derivative-free search and not dynamic programming over a fine candidate grid: a DP adds up one-step (local) errors and
 so needs a solver whose step depends only on its two ends; multistep solvers (dpmpp-2m/3m, ipndm)
 carry history and every solver's local errors propagate differently along the trajectory.
