@@ -62,6 +62,25 @@ def photo_lr(size: int, batch: int) -> torch.Tensor:
     return lr.expand(batch, -1, -1, -1).contiguous()
 
 
+def photo_codebook(pipe) -> None:
+    """Replace the random VQ codebook by 8192 latent vectors of the bundled photographs' encodings.
+
+    A trained codebook covers the latents densely; the random one (uniform in +-1/8192) maps every
+    latent to one of a few corner entries, which hides errors before the decoder."""
+    from PIL import Image
+
+    vectors = []
+    with torch.no_grad():
+        for path in sorted((Path(cresshift.__file__).parent / "bundled" / "photos").glob("*.png")):
+            im = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 127.5 - 1
+            img = torch.from_numpy(im).permute(2, 0, 1)[None, :, :256, :256].to(pipe.device)
+            vectors.append(pipe.autoencoder.encode(img).movedim(1, -1).reshape(-1, pipe.autoencoder.embed_dim))
+        vectors = torch.cat(vectors)
+        weight = pipe.autoencoder.quantize.embedding.weight
+        pick = torch.randperm(len(vectors), generator=torch.Generator().manual_seed(0))[:weight.shape[0]]
+        weight.copy_(vectors[pick.to(vectors.device)])
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -187,6 +206,8 @@ def main() -> None:
                     help="--compare: parts the CPU fast path runs in bfloat16: all, none or a comma list of "
                          "network,encoder,decoder (default: the pipeline's, DEFAULT_CPU_BF16); several settings "
                          "separated by ';' are timed side by side ('none;encoder;all'), 'default' = the pipeline's")
+    ap.add_argument("--photo-codebook", action="store_true",
+                    help="realsr: a codebook of the bundled photographs' latents instead of the random one")
     ap.add_argument("--compile", action="store_true",
                     help="--compare: fast path's network through torch.compile (inductor, freezing)")
     args = ap.parse_args()
@@ -211,6 +232,9 @@ def main() -> None:
         pipe = load_pipeline(args.model, random_weights=args.model != "bundled", device=device,
                              dtype=getattr(torch, dtypes[0]) if dtypes[0] != "float32" else None,
                              cpu_bf16=None)
+        if args.photo_codebook:
+            photo_codebook(pipe)
+            print("VQ codebook: 8192 latent vectors of the bundled photographs (--photo-codebook)")
         if args.compile:
             import torch._inductor.config as inductor_config
 
