@@ -177,6 +177,15 @@ class CompiledOrEager:
         self.compiled, self.failed = None, err
         warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); running eagerly", stacklevel=3)
 
+    def __getattr__(self, name: str):  # hooks, attributes: those of the compiled module (or the eager one)
+        if name in ("module", "compiled", "kwargs", "failed"):
+            raise AttributeError(name)
+        target = self.__dict__.get("compiled")
+        target = self.__dict__.get("module") if target is None else target
+        if target is None:
+            raise AttributeError(name)
+        return getattr(target, name)
+
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         if self.compiled is not None:
             try:

@@ -240,7 +240,10 @@ class SRPipeline:
     def compile(self, **kwargs: Any) -> "SRPipeline":
         """Run the network through ``torch.compile(net, **kwargs)`` (e.g. ``mode="max-autotune"``); returns self.
 
-        The first call of each input shape compiles (slow); later calls reuse it. On the CPU fast
+        Applies to the fast path only (``run(fast=False)`` stays plain eager). The first call of each
+        input shape compiles (slow: about a minute for the realsr-x4 network on 2 CPU cores); later
+        calls reuse it (``torch._inductor.config.freezing = True`` lets inductor prepack the CPU
+        convolution weights). On the CPU fast
         path with a bfloat16 network (``cpu_bf16``) its bfloat16 copy is what gets compiled. Where
         compiling fails (no C++ compiler ...) the network runs eagerly, with a warning
         (``fastpath.CompiledOrEager``). Saving keeps the plain weights. ``compile(disable=True)``
@@ -271,6 +274,8 @@ class SRPipeline:
             return None
         if part != "network" and self.autoencoder is None:
             return None
+        if part == "network" and not isinstance(self.net, _swin_unet()):
+            return None  # other networks (tests' stand-ins) may not cast their inputs to their weights' dtype
         source = self.net if part == "network" else self.autoencoder
         version = weights_version(source)
         cached = self._bf16_cache.get(part)
@@ -280,7 +285,10 @@ class SRPipeline:
         return cached[1]
 
     def _network(self, fast: bool) -> nn.Module:
-        """What the network calls run: the bfloat16 copy on the CPU fast path (when chosen), else ``_forward``."""
+        """What the network calls run: on the fast path the (compiled) bfloat16 copy on the CPU when chosen, else
+        ``_forward`` (the network, or its compiled wrapper); on the eager path the plain network."""
+        if not fast:  # the plain eager path: the float32 network, not compiled
+            return self.net
         low = self._bf16_part("network", fast)
         if low is None:
             return self._forward
@@ -362,10 +370,13 @@ class SRPipeline:
             img = tiled_apply(decode, z, tile=tile, overlap=overlap, out_scale=float(AUTOENCODER_FACTOR))
         return img.float().contiguous()
 
-    def decode(self, x: torch.Tensor, tile: Optional[int] = None, tile_overlap: int = 16) -> torch.Tensor:
+    def decode(self, x: torch.Tensor, tile: Optional[int] = None, tile_overlap: int = 16,
+               fast: Optional[bool] = None) -> torch.Tensor:
         """Network-space samples (e.g. a step's x0_hat) as image pixels: the autoencoder's decode for latent
-        models, tiled as in ``run`` (``tile`` in latent pixels); pixel models return ``x`` unchanged."""
-        return self._decode(x, tile, tile_overlap) if self.latent else x
+        models, tiled as in ``run`` (``tile`` in latent pixels) and on its path (``fast``: None = the
+        pipeline's); pixel models return ``x`` unchanged."""
+        fast = self.fast if fast is None else bool(fast)
+        return self._decode(x, tile, tile_overlap, fast) if self.latent else x
 
     # --- the run -------------------------------------------------------------------------
     @torch.no_grad()
@@ -481,6 +492,12 @@ class SRPipeline:
 
 
 # --- construction ---------------------------------------------------------------------------
+def _swin_unet() -> type:
+    from .unet import UNetModelSwin
+
+    return UNetModelSwin
+
+
 def _build_net(params: dict[str, Any]) -> nn.Module:
     from .unet import UNetModelSwin
 
