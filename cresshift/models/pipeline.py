@@ -220,6 +220,7 @@ class SRPipeline:
         self._forward: Callable[..., torch.Tensor] = self.net  # what run() calls: the network, or its compiled wrapper
         self._compile_kwargs: Optional[dict[str, Any]] = None  # set by compile()
         self._compiled_low: Optional[CompiledOrEager] = None  # the compiled bfloat16 network copy
+        self._compiled_ae: dict[str, CompiledOrEager] = {}  # the compiled bfloat16 encoder / decoder copies
         self.autoencoder = autoencoder.to(self.device).eval() if autoencoder is not None else None
         self.cpu_bf16 = cpu_bf16  # normalised by the property setter
         self._bf16_cache: dict[str, tuple[tuple, nn.Module]] = {}  # part -> (weights version, bfloat16 copy)
@@ -253,8 +254,18 @@ class SRPipeline:
         self._compile_kwargs = None if disable else dict(kwargs)
         self._forward = self.net if disable else CompiledOrEager(self.net, **kwargs)
         self._compiled_low = None
+        self._compiled_ae = {}
         self._graphed = None
         return self
+
+    def _compiled_part(self, part: str, low: nn.Module) -> Callable[..., torch.Tensor]:
+        """``low`` (a bfloat16 encoder / decoder copy) through ``torch.compile`` when ``compile()`` was called."""
+        if self._compile_kwargs is None:
+            return low
+        wrapped = self._compiled_ae.get(part)
+        if wrapped is None or wrapped.module is not low:
+            wrapped = self._compiled_ae[part] = CompiledOrEager(low, **self._compile_kwargs)
+        return wrapped
 
     @property
     def cpu_bf16(self) -> frozenset[str]:
@@ -345,6 +356,8 @@ class SRPipeline:
         layout = self._layout(fast)
         low = self._bf16_part("encoder", fast)
         if low is not None:
+            low = self._compiled_part("encoder", low)
+
             def encode(t: torch.Tensor) -> torch.Tensor:
                 return low(t.to(torch.bfloat16, memory_format=torch.channels_last)).float()
         else:
@@ -360,6 +373,8 @@ class SRPipeline:
         layout = self._layout(fast)
         low = self._bf16_part("decoder", fast)
         if low is not None:  # the codebook look-up stays float32
+            low = self._compiled_part("decoder", low)
+
             def decode(t: torch.Tensor) -> torch.Tensor:
                 q = self.autoencoder.quantize(t.float())
                 return low(q.to(torch.bfloat16, memory_format=torch.channels_last)).float()
