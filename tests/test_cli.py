@@ -1,6 +1,7 @@
 """The ``cresshift`` command line: sample, fit-schedule, lazy finetune, help, errors (tiny random models)."""
 import errno
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -186,7 +187,9 @@ def test_sample_groups_mixed_sizes_into_batches_and_eager_matches(files, tmp_pat
     assert eager.exit_code == 0, eager.stderr
     for name in "abc":
         diff = load_image(tmp_path / "o" / f"{name}.png") - load_image(tmp_path / "e" / f"{name}.png")
-        assert float(diff.abs().max()) <= 2 / 255 + 1e-6  # 8-bit outputs of paths equal within round-off
+        # 8-bit outputs of the two paths close: the fast path runs the network in bfloat16, which keeps the
+        # bundled (trained) model >= 45 dB from eager (test_fastpath); this tiny random network gives ~40 dB
+        assert 10 * math.log10(1 / max(float(diff.pow(2).mean()), 1e-12)) >= 35.0
 
 
 def test_sample_refuses_to_overwrite(files, tmp_path):

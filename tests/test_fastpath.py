@@ -93,22 +93,189 @@ def test_sample_with_deferred_check_is_identical_and_still_reports_nan():
 
 @pytest.mark.parametrize("fixture", ["latent_pipe", "pixel_pipe"])
 def test_fast_path_equals_the_eager_path(fixture, request):
+    """Without bfloat16 parts the fast path is the eager one within float round-off."""
     pipe = request.getfixturevalue(fixture)
     lr = torch.rand(1, 3, 16, 24) * 2 - 1
     eager = pipe.run(lr, solver="dpmpp-2m", nfe=3, seed=0, fast=False).sr
-    fast = pipe.run(lr, solver="dpmpp-2m", nfe=3, seed=0, fast=True).sr
+    pipe.cpu_bf16 = ()
+    try:
+        fast = pipe.run(lr, solver="dpmpp-2m", nfe=3, seed=0, fast=True).sr
+    finally:
+        pipe.cpu_bf16 = None
     torch.testing.assert_close(fast, eager, atol=1e-4, rtol=0)
 
 
 def test_graph_replay_path_equals_the_eager_path(latent_pipe):
     lr = torch.rand(1, 3, 16, 24) * 2 - 1
     eager = latent_pipe.run(lr, solver="heun", nfe=5, seed=0, fast=False).sr
-    latent_pipe.cuda_graphs = True
+    latent_pipe.cuda_graphs, latent_pipe.cpu_bf16 = True, ()
     try:
         graphed = latent_pipe.run(lr, solver="heun", nfe=5, seed=0).sr
         again = latent_pipe.run(lr, solver="heun", nfe=5, seed=0).sr
         assert latent_pipe._graphed.captures == 1  # one input shape: captured once, replayed 10 times
     finally:
-        latent_pipe.cuda_graphs = False
+        latent_pipe.cuda_graphs, latent_pipe.cpu_bf16 = False, None
     torch.testing.assert_close(graphed, eager, atol=1e-4, rtol=0)
     assert torch.equal(graphed, again)
+
+
+# --- bfloat16 copies on the CPU fast path, torch.compile fallback ------------------------------
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from cresshift.models.fastpath import CompiledOrEager, bf16_copy, weights_version  # noqa: E402
+from cresshift.models.pipeline import DEFAULT_CPU_BF16, load_pipeline  # noqa: E402
+
+PHOTOS = Path(__file__).resolve().parents[1] / "cresshift" / "bundled" / "photos"
+
+
+def _psnr(a, b):
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return 10 * math.log10(4.0 / mse) if mse > 0 else math.inf
+
+
+def _photo_lr(size=16, name="astronaut.png", y=40, x=140):
+    """A real photograph's crop, bicubic-downscaled x4 to size x size, in [-1, 1]."""
+    im = np.asarray(Image.open(PHOTOS / name).convert("RGB"), dtype=np.float32) / 127.5 - 1
+    hr = torch.from_numpy(im).permute(2, 0, 1)[None, :, y:y + 4 * size, x:x + 4 * size]
+    return F.interpolate(hr, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+
+
+@pytest.fixture(scope="module")
+def bundled_pipe():
+    return load_pipeline("bundled")
+
+
+def test_bundled_default_fast_path_stays_within_45_db_of_eager_on_a_photo(bundled_pipe):
+    assert bundled_pipe.cpu_bf16 == frozenset(DEFAULT_CPU_BF16["pixel"]) == {"network"}
+    lr = _photo_lr()
+    eager = bundled_pipe.run(lr, solver="dpmpp-2m", nfe=5, seed=0, fast=False).sr
+    fast = bundled_pipe.run(lr, solver="dpmpp-2m", nfe=5, seed=0).sr
+    assert not torch.equal(fast, eager)  # the bfloat16 network really ran ...
+    assert _psnr(fast, eager) >= 45.0  # ... within the tolerance (about 70 dB measured)
+    assert fast.dtype == torch.float32 and fast.is_contiguous()
+
+
+def test_flags_off_give_the_eager_results(latent_pipe):
+    lr = torch.rand(1, 3, 16, 24) * 2 - 1
+    kw = dict(solver="dpmpp-2m", nfe=3, seed=0)
+    eager = latent_pipe.run(lr, fast=False, **kw).sr
+    try:
+        latent_pipe.cpu_bf16 = ()
+        no_bf16 = latent_pipe.run(lr, **kw).sr
+        latent_pipe.cpu_bf16 = "all"
+        all_bf16 = latent_pipe.run(lr, **kw).sr
+        latent_pipe.cpu_bf16 = False
+        assert torch.equal(latent_pipe.run(lr, **kw).sr, no_bf16)
+    finally:
+        latent_pipe.cpu_bf16 = None
+    torch.testing.assert_close(no_bf16, eager, atol=1e-5, rtol=0)  # float32 channels-last: round-off only
+    assert torch.equal(latent_pipe.run(lr, fast=False, **kw).sr, eager)  # the eager path never uses the copies
+    assert not torch.equal(all_bf16, eager) and _psnr(all_bf16, eager) > 25.0
+
+
+def test_latent_default_runs_the_autoencoder_in_bf16(latent_pipe):
+    assert latent_pipe.cpu_bf16 == frozenset(DEFAULT_CPU_BF16["latent"]) == {"encoder", "decoder"}
+    lr = _photo_lr(16)
+    with torch.no_grad():
+        y32, _, _ = latent_pipe.shift_target(lr, fast=False)
+        y16, _, _ = latent_pipe.shift_target(lr, fast=True)
+        decoded32 = latent_pipe._decode(y32, None, 16, fast=False)
+        decoded16 = latent_pipe._decode(y32, None, 16, fast=True)
+    assert y16.dtype == decoded16.dtype == torch.float32 and not torch.equal(y16, y32)
+    assert float((y16 - y32).pow(2).mean().sqrt()) < 0.05 * float(y32.std())  # bfloat16 round-off (2.8 % here)
+    assert 30.0 < _psnr(decoded16, decoded32) < math.inf
+    low = latent_pipe._bf16_part("decoder", True)
+    assert low.decoder.mid.attn_1.q.weight.dtype == torch.float32  # the middle block stays float32
+    assert low.decoder.up[0].block[0].conv1.weight.dtype == torch.bfloat16
+
+
+def test_realsr_autoencoder_in_bf16_stays_within_45_db_on_a_photo():
+    """The official VQ-f4 architecture (seeded random weights): encode + decode of a photograph crop."""
+    torch.manual_seed(0)
+    pipe = load_pipeline("realsr-x4-v1", random_weights=True)
+    assert pipe.cpu_bf16 == {"encoder", "decoder"}
+    img = F.interpolate(_photo_lr(16), scale_factor=4, mode="bicubic", align_corners=False)  # 64 x 64 pixels
+    with torch.no_grad():
+        eager = pipe._decode(pipe._encode(img, None, 16, fast=False), None, 16, fast=False)
+        fast = pipe._decode(pipe._encode(img, None, 16, fast=True), None, 16, fast=True)
+    assert not torch.equal(fast, eager)
+    assert _psnr(fast.clamp(-1, 1), eager.clamp(-1, 1)) >= 45.0
+
+
+def test_cpu_bf16_values_and_errors(latent_pipe, pixel_pipe):
+    assert pixel_pipe.cpu_bf16 == {"network"}
+    for value, parts in [(True, {"network", "encoder", "decoder"}), ("all", {"network", "encoder", "decoder"}),
+                         ("network,decoder", {"network", "decoder"}), (["encoder"], {"encoder"}),
+                         ("none", set()), (False, set())]:
+        latent_pipe.cpu_bf16 = value
+        assert latent_pipe.cpu_bf16 == parts
+    latent_pipe.cpu_bf16 = None
+    with pytest.raises(ValueError, match="cpu_bf16 parts"):
+        latent_pipe.cpu_bf16 = "network,unet"
+
+
+def test_bf16_copy_keeps_the_original_and_the_norms_in_float32(latent_pipe):
+    net = latent_pipe.net
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    low = bf16_copy(net, ("time_embed",), ("out",))
+    assert all(torch.equal(v, before[k]) and v.dtype == before[k].dtype for k, v in net.state_dict().items())
+    assert low.input_blocks[0][0].weight.dtype == torch.bfloat16
+    assert low.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    norms = [m for m in low.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.weight.dtype == torch.float32 for m in norms)
+    assert low.out[2].weight.dtype == torch.float32 and low.time_embed[0].weight.dtype == torch.float32
+    x, s, lq = torch.randn(1, 3, 16, 16), torch.tensor([2.0]), torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        out, want = low(x, s, lq=lq), net(x, s, lq=lq)
+    assert out.dtype == torch.float32
+    assert float((out - want).pow(2).mean().sqrt()) < 0.02 * float(want.std())
+
+
+def test_bf16_copies_follow_weight_updates(pixel_pipe):
+    first = pixel_pipe._bf16_part("network", True)
+    assert pixel_pipe._bf16_part("network", True) is first  # made once ...
+    assert pixel_pipe._bf16_part("network", False) is None
+    version = weights_version(pixel_pipe.net)
+    w = pixel_pipe.net.input_blocks[0][0].weight
+    saved = w.detach().clone()
+    try:
+        with torch.no_grad():
+            w.add_(1.0)  # an optimiser step or load_state_dict writes in place
+        assert weights_version(pixel_pipe.net) != version
+        second = pixel_pipe._bf16_part("network", True)  # ... and remade after the weights change
+        assert second is not first
+        assert torch.equal(second.input_blocks[0][0].weight, (saved + 1).bfloat16())
+    finally:
+        with torch.no_grad():
+            w.copy_(saved)
+
+
+def test_compile_falls_back_to_eager_when_compiling_fails(monkeypatch, pixel_pipe):
+    def broken_compile(module, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("InductorError: no C++ compiler")
+        return run
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    wrapped = CompiledOrEager(lambda x: x + 1)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        assert torch.equal(wrapped(torch.zeros(2)), torch.ones(2))
+    assert wrapped.compiled is None and isinstance(wrapped.failed, RuntimeError)
+    assert torch.equal(wrapped(torch.ones(2)), 2 * torch.ones(2))  # no second warning needed
+
+    def refusing_compile(module, **kwargs):
+        raise RuntimeError("torch.compile is not supported on this platform")
+    monkeypatch.setattr(torch, "compile", refusing_compile)
+    lr = torch.rand(1, 3, 8, 8) * 2 - 1
+    kw = dict(solver="dpmpp-2m", nfe=2, seed=0)
+    want = pixel_pipe.run(lr, **kw).sr
+    try:
+        with pytest.warns(UserWarning, match="torch.compile failed"):
+            pixel_pipe.compile()
+            got = pixel_pipe.run(lr, **kw).sr
+    finally:
+        pixel_pipe.compile(disable=True)
+    assert torch.equal(got, want)

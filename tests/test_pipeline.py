@@ -68,8 +68,11 @@ def test_seed_reproducible(pixel_pipe):
 
 
 def test_compiled_network_gives_the_same_output_and_saves_plain_weights(tmp_path, pixel_pipe):
-    """compile() swaps only what run() calls (backend "eager" here: no C++ toolchain needed in CI)."""
+    """compile() swaps only what run() calls (backend "eager" here: no C++ toolchain needed in CI).
+
+    Float32 fast path (cpu_bf16=()): the default CPU fast path compiles the network's bfloat16 copy."""
     lr = torch.rand(1, 3, 16, 16) * 2 - 1
+    pixel_pipe.cpu_bf16 = ()
     eager = pixel_pipe(lr, solver="dpmpp-2m", nfe=4, seed=2)
     calls = []
     try:
@@ -81,6 +84,7 @@ def test_compiled_network_gives_the_same_output_and_saves_plain_weights(tmp_path
         pixel_pipe.save(tmp_path / "c.safetensors")
     finally:
         pixel_pipe.compile(disable=True)
+        pixel_pipe.cpu_bf16 = None
     assert calls, "run() did not call the compiled network"
     torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-5)
     assert pixel_pipe._forward is pixel_pipe.net

@@ -12,12 +12,15 @@ on the same static buffers, so the replay logic is the same on every device.
 """
 from __future__ import annotations
 
+import copy
 import warnings
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
+from torch import nn
 
-__all__ = ["as_channels_last", "StaticShapeCall", "Capture", "buffered_capture", "cuda_graph_capture"]
+__all__ = ["as_channels_last", "StaticShapeCall", "Capture", "buffered_capture", "cuda_graph_capture", "bf16_copy",
+           "weights_version", "BF16_PARTS", "CompiledOrEager"]
 
 # A capture turns fn and its static input buffers into ``replay() -> static output``.
 Capture = Callable[[Callable[..., torch.Tensor], tuple[torch.Tensor, ...]], Callable[[], torch.Tensor]]
@@ -106,3 +109,87 @@ class StaticShapeCall:
         for buffer, value in zip(static, args):
             buffer.copy_(value)
         return replay().clone()
+
+
+# --- bf16 copies for the CPU fast path -------------------------------------------------------
+BF16_PARTS = ("network", "encoder", "decoder")
+_NORMS = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d)
+
+
+def _inputs_to_float32(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def _output_to_bf16(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+    return out.to(torch.bfloat16)
+
+
+def bf16_copy(module: nn.Module, keep_float32: Sequence[str] = (), float32_tail: Sequence[str] = ()) -> nn.Module:
+    """An inference copy of ``module`` with bfloat16 weights in channels-last order.
+
+    Normalisation layers keep float32 parameters (PyTorch's CPU GroupNorm then takes bfloat16
+    activations and accumulates its statistics in float32); the submodules named in
+    ``keep_float32`` keep float32 weights and run on float32 inputs, their outputs cast back to
+    bfloat16; those named in ``float32_tail`` (the last layers) do the same and return float32.
+    The original module is not touched.
+    """
+    copy_ = copy.deepcopy(module).eval()
+    for p in copy_.parameters():
+        p.requires_grad_(False)
+    copy_.to(torch.bfloat16)
+    for sub in copy_.modules():
+        if isinstance(sub, _NORMS):
+            sub.float()
+    for name in (*keep_float32, *float32_tail):
+        kept = copy_.get_submodule(name).float()
+        kept.register_forward_pre_hook(_inputs_to_float32)
+        if name not in float32_tail:
+            kept.register_forward_hook(_output_to_bf16)
+    for sub in copy_.modules():
+        if isinstance(sub, nn.Conv2d):
+            sub.weight.data = sub.weight.data.contiguous(memory_format=torch.channels_last)
+    return copy_
+
+
+def weights_version(module: nn.Module) -> tuple:
+    """Changes whenever a parameter of ``module`` is replaced or written in place (cache key of its copies)."""
+    params = list(module.parameters())
+    return (len(params), sum(p._version for p in params), tuple(p.data_ptr() for p in params[:1] + params[-1:]))
+
+
+class CompiledOrEager:
+    """``torch.compile(module, **kwargs)`` that falls back to the eager module when compiling fails.
+
+    Compilation happens on the first call of each input shape; if ``torch.compile`` itself or a
+    compiled call raises (no C++ compiler, an unsupported operation ...), a warning says so and this
+    call and every later one run ``module`` eagerly (``failed`` holds the error).
+    """
+
+    def __init__(self, module: Callable[..., torch.Tensor], **kwargs) -> None:
+        self.module, self.kwargs = module, kwargs
+        self.failed: Optional[BaseException] = None
+        try:
+            self.compiled: Optional[Callable[..., torch.Tensor]] = torch.compile(module, **kwargs)
+        except Exception as err:  # noqa: BLE001 - any failure means: run eagerly
+            self._fall_back(err)
+
+    def _fall_back(self, err: BaseException) -> None:
+        self.compiled, self.failed = None, err
+        warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); running eagerly", stacklevel=3)
+
+    def __getattr__(self, name: str):  # hooks, attributes: those of the compiled module (or the eager one)
+        if name in ("module", "compiled", "kwargs", "failed"):
+            raise AttributeError(name)
+        target = self.__dict__.get("compiled")
+        target = self.__dict__.get("module") if target is None else target
+        if target is None:
+            raise AttributeError(name)
+        return getattr(target, name)
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001
+                self._fall_back(err)
+        return self.module(*args, **kwargs)

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from ..solvers import SampleResult, sample
 from .checkpoints import (CheckpointError, check_state_dict, load_cresshift, load_official_state_dict,
                           save_cresshift)
 from .denoiser import NetworkDenoiser
-from .fastpath import StaticShapeCall, as_channels_last
+from .fastpath import BF16_PARTS, CompiledOrEager, StaticShapeCall, as_channels_last, bf16_copy, weights_version
 from .presets import AUTOENCODER_FACTOR, OFFICIAL_PRESETS, official_config
 from .tiling import tiled_apply
 
@@ -50,6 +50,57 @@ class SRResult:
 def upsample_lr(lr: torch.Tensor, sf: int) -> torch.Tensor:
     """The shift target's pixels: bicubic x sf of the LR (as the official sampler does). Training uses it too."""
     return F.interpolate(lr, scale_factor=sf, mode="bicubic", align_corners=False)
+
+
+#: The parts the CPU fast path runs in bfloat16 unless ``cpu_bf16=`` says otherwise, for pixel-space and latent
+#: models: those whose outputs stayed >= 45 dB PSNR from the float32 eager ones on photographs (README, Speed):
+#: the bundled pixel network 72-74 dB; the realsr-x4 VQ-f4 encoder + decoder 45.2-46.8 dB. The latent models'
+#: network is not among them: its bfloat16 error flips codebook entries at decoding (32.7 dB with a dense codebook).
+DEFAULT_CPU_BF16: dict[str, tuple[str, ...]] = {"pixel": ("network",), "latent": ("encoder", "decoder")}
+#: Submodules of each part that keep float32 weights inside its bfloat16 copy, as (keep_float32, float32_tail)
+#: of ``fastpath.bf16_copy``.
+BF16_KEEP_FLOAT32: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "network": (("time_embed",), ("out",)), "encoder": ((), ("quant_conv",)),
+    # the decoder's middle (ResnetBlock, 4096-token attention, ResnetBlock at 1/4 size) in float32: +1.5 dB
+    "decoder": (("decoder.mid",), ("decoder.conv_out",))}
+
+
+def _cpu_bf16_parts(value: Union[None, bool, str, Iterable[str]], latent: bool) -> frozenset[str]:
+    """``cpu_bf16`` as a set of parts: None -> the default, True / False -> all / none, "a,b" or a list."""
+    if value is None:
+        return frozenset(DEFAULT_CPU_BF16["latent" if latent else "pixel"])
+    if isinstance(value, bool):
+        return frozenset(BF16_PARTS if value else ())
+    parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else list(value)
+    parts = [p for p in parts if p and p != "none"]
+    if "all" in parts:
+        parts = list(BF16_PARTS)
+    unknown = set(parts) - set(BF16_PARTS)
+    if unknown:
+        raise ValueError(f"cpu_bf16 parts must be among {', '.join(BF16_PARTS)} (or all / none), got {sorted(unknown)}")
+    return frozenset(parts)
+
+
+class _Encode(nn.Module):
+    """The autoencoder's ``encode``: encoder then quant_conv (what the bfloat16 copy is made of)."""
+
+    def __init__(self, ae: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.quant_conv = ae.encoder, ae.quant_conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quant_conv(self.encoder(x))
+
+
+class _Decode(nn.Module):
+    """The autoencoder's ``decode`` after quantisation: post_quant_conv then decoder."""
+
+    def __init__(self, ae: nn.Module) -> None:
+        super().__init__()
+        self.post_quant_conv, self.decoder = ae.post_quant_conv, ae.decoder
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.post_quant_conv(z))
 
 
 def _sync(device: torch.device) -> None:
@@ -140,26 +191,40 @@ class SRPipeline:
     sides as everywhere else, not next to the network's zero padding. The bundled models use 16:
     without it they leave a faint rim along the border of flat tiles.
 
-    ``fast`` (default True; ``run(fast=False)`` for one run) selects the fast execution path,
-    equal to the plain eager one within float round-off: on the CPU the network and the
-    autoencoder run on channels-last activations; on a GPU the sampling loop makes no host
-    synchronisation per step (NaN/Inf are checked once at the end, and ``seconds["network"]``
-    then holds the whole loop, solver arithmetic included). ``cuda_graphs=True`` (GPU, fast path)
-    also replays every network call of one input shape from a CUDA graph captured on first use
-    (``fastpath.StaticShapeCall``; off a GPU the same static-buffer replay runs eagerly).
+    ``fast`` (default True; ``run(fast=False)`` for one run) selects the fast execution path. On
+    a GPU it is equal to the plain eager one within float round-off: the sampling loop makes no host
+    synchronisation per step (NaN/Inf are checked once at the end, and ``seconds["network"]`` then
+    holds the whole loop, solver arithmetic included); ``cuda_graphs=True`` (GPU, fast path) also
+    replays every network call of one input shape from a CUDA graph captured on first use
+    (``fastpath.StaticShapeCall``; off a GPU the same static-buffer replay runs eagerly). On the
+    CPU the network and the autoencoder run on channels-last activations, and the parts named in
+    ``cpu_bf16`` ("network", "encoder", "decoder"; a list, a comma string, True for all, False /
+    () for none) run as bfloat16 copies (oneDNN, AMX where the CPU has it; normalisations, the
+    codebook look-up and the last layers stay float32). That changes results beyond round-off, so
+    the default (None) takes only what stayed >= 45 dB PSNR from float32 eager on photographs:
+    the network of pixel-space models (the bundled ones: about 73 dB) and the VQ-f4 encoder and
+    decoder of latent ones (45.2-46.8 dB; the decoder's middle block stays float32); a latent
+    model's network in bfloat16 is opt-in (``DEFAULT_CPU_BF16``; README, Speed).
     """
 
     def __init__(self, net: nn.Module, schedule: Union[ResShiftSchedule, ContinuousSchedule], *,
                  autoencoder: Optional[nn.Module] = None, sf: int = 4, predict: str = "xstart",
                  normalize_input: bool = True, config: Optional[dict[str, Any]] = None,
                  device: Union[str, torch.device] = "cpu", dtype: Optional[torch.dtype] = None,
-                 fast: bool = True, cuda_graphs: bool = False) -> None:
+                 fast: bool = True, cuda_graphs: bool = False,
+                 cpu_bf16: Union[None, bool, str, Iterable[str]] = None) -> None:
         self.device = torch.device(device)
         self.fast, self.cuda_graphs = bool(fast), bool(cuda_graphs)
         self._graphed: Optional[StaticShapeCall] = None  # the network's captured calls, per input shape
+        self._graphed_net: Optional[nn.Module] = None  # the module those calls run
         self.net = net.to(self.device).eval()
-        self._forward: nn.Module = self.net  # what run() calls: the network, or its torch.compile'd wrapper
+        self._forward: Callable[..., torch.Tensor] = self.net  # what run() calls: the network, or its compiled wrapper
+        self._compile_kwargs: Optional[dict[str, Any]] = None  # set by compile()
+        self._compiled_low: Optional[CompiledOrEager] = None  # the compiled bfloat16 network copy
+        self._compiled_ae: dict[str, CompiledOrEager] = {}  # the compiled bfloat16 encoder / decoder copies
         self.autoencoder = autoencoder.to(self.device).eval() if autoencoder is not None else None
+        self.cpu_bf16 = cpu_bf16  # normalised by the property setter
+        self._bf16_cache: dict[str, tuple[tuple, nn.Module]] = {}  # part -> (weights version, bfloat16 copy)
         self.schedule = schedule
         self.sf = int(sf)
         self.predict = predict
@@ -177,12 +242,73 @@ class SRPipeline:
     def compile(self, **kwargs: Any) -> "SRPipeline":
         """Run the network through ``torch.compile(net, **kwargs)`` (e.g. ``mode="max-autotune"``); returns self.
 
-        The first call of each input shape compiles (slow); later calls reuse it. Saving keeps
-        the plain weights. ``compile(disable=True)`` goes back to eager.
+        Applies to the fast path only (``run(fast=False)`` stays plain eager). The first call of each
+        input shape compiles (slow: about a minute for the realsr-x4 network on 2 CPU cores); later
+        calls reuse it (``torch._inductor.config.freezing = True`` lets inductor prepack the CPU
+        convolution weights). On the CPU fast
+        path with a bfloat16 network (``cpu_bf16``) its bfloat16 copy is what gets compiled. Where
+        compiling fails (no C++ compiler ...) the network runs eagerly, with a warning
+        (``fastpath.CompiledOrEager``). Saving keeps the plain weights. ``compile(disable=True)``
+        goes back to eager.
         """
-        self._forward = self.net if kwargs.get("disable") else torch.compile(self.net, **kwargs)
+        disable = bool(kwargs.get("disable"))
+        self._compile_kwargs = None if disable else dict(kwargs)
+        self._forward = self.net if disable else CompiledOrEager(self.net, **kwargs)
+        self._compiled_low = None
+        self._compiled_ae = {}
         self._graphed = None
         return self
+
+    def _compiled_part(self, part: str, low: nn.Module) -> Callable[..., torch.Tensor]:
+        """``low`` (a bfloat16 encoder / decoder copy) through ``torch.compile`` when ``compile()`` was called."""
+        if self._compile_kwargs is None:
+            return low
+        wrapped = self._compiled_ae.get(part)
+        if wrapped is None or wrapped.module is not low:
+            wrapped = self._compiled_ae[part] = CompiledOrEager(low, **self._compile_kwargs)
+        return wrapped
+
+    @property
+    def cpu_bf16(self) -> frozenset[str]:
+        """The parts (network / encoder / decoder) the CPU fast path runs in bfloat16."""
+        return self._cpu_bf16
+
+    @cpu_bf16.setter
+    def cpu_bf16(self, value: Union[None, bool, str, Iterable[str]]) -> None:
+        self._cpu_bf16 = _cpu_bf16_parts(value, self.autoencoder is not None)
+
+    def _bf16_part(self, part: str, fast: bool) -> Optional[nn.Module]:
+        """The bfloat16 copy of ``part`` when the CPU fast path runs it in bfloat16, else None.
+
+        Made on first use and remade when the float32 weights change (``fastpath.weights_version``).
+        """
+        if not (fast and self.device.type == "cpu" and part in self.cpu_bf16):
+            return None
+        if part != "network" and self.autoencoder is None:
+            return None
+        if part == "network" and not isinstance(self.net, _swin_unet()):
+            return None  # other networks (tests' stand-ins) may not cast their inputs to their weights' dtype
+        source = self.net if part == "network" else self.autoencoder
+        version = weights_version(source)
+        cached = self._bf16_cache.get(part)
+        if cached is None or cached[0] != version:
+            base = source if part == "network" else (_Encode if part == "encoder" else _Decode)(source)
+            cached = self._bf16_cache[part] = (version, bf16_copy(base, *BF16_KEEP_FLOAT32[part]))
+        return cached[1]
+
+    def _network(self, fast: bool) -> nn.Module:
+        """What the network calls run: on the fast path the (compiled) bfloat16 copy on the CPU when chosen, else
+        ``_forward`` (the network, or its compiled wrapper); on the eager path the plain network."""
+        if not fast:  # the plain eager path: the float32 network, not compiled
+            return self.net
+        low = self._bf16_part("network", fast)
+        if low is None:
+            return self._forward
+        if self._compile_kwargs is None:
+            return low
+        if self._compiled_low is None or self._compiled_low.module is not low:
+            self._compiled_low = CompiledOrEager(low, **self._compile_kwargs)
+        return self._compiled_low
 
     @property
     def latent(self) -> bool:
@@ -229,23 +355,44 @@ class SRPipeline:
     def _encode(self, img: torch.Tensor, tile: Optional[int], overlap: int, fast: bool = False) -> torch.Tensor:
         assert self.autoencoder is not None
         layout = self._layout(fast)
+        low = self._bf16_part("encoder", fast)
+        if low is not None:
+            low = self._compiled_part("encoder", low)
+
+            def encode(t: torch.Tensor) -> torch.Tensor:
+                return low(t.to(torch.bfloat16, memory_format=torch.channels_last)).float()
+        else:
+            def encode(t: torch.Tensor) -> torch.Tensor:
+                return self.autoencoder.encode(layout(t))
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            z = tiled_apply(lambda t: self.autoencoder.encode(layout(t)), img, tile=tile, overlap=overlap,
-                            out_scale=1 / AUTOENCODER_FACTOR, multiple=AUTOENCODER_FACTOR)
+            z = tiled_apply(encode, img, tile=tile, overlap=overlap, out_scale=1 / AUTOENCODER_FACTOR,
+                            multiple=AUTOENCODER_FACTOR)
         return z.float().contiguous()
 
     def _decode(self, z: torch.Tensor, tile: Optional[int], overlap: int, fast: bool = False) -> torch.Tensor:
         assert self.autoencoder is not None
         layout = self._layout(fast)
+        low = self._bf16_part("decoder", fast)
+        if low is not None:  # the codebook look-up stays float32
+            low = self._compiled_part("decoder", low)
+
+            def decode(t: torch.Tensor) -> torch.Tensor:
+                q = self.autoencoder.quantize(t.float())
+                return low(q.to(torch.bfloat16, memory_format=torch.channels_last)).float()
+        else:
+            def decode(t: torch.Tensor) -> torch.Tensor:
+                return self.autoencoder.decode(layout(t))
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            img = tiled_apply(lambda t: self.autoencoder.decode(layout(t)), z, tile=tile, overlap=overlap,
-                              out_scale=float(AUTOENCODER_FACTOR))
+            img = tiled_apply(decode, z, tile=tile, overlap=overlap, out_scale=float(AUTOENCODER_FACTOR))
         return img.float().contiguous()
 
-    def decode(self, x: torch.Tensor, tile: Optional[int] = None, tile_overlap: int = 16) -> torch.Tensor:
+    def decode(self, x: torch.Tensor, tile: Optional[int] = None, tile_overlap: int = 16,
+               fast: Optional[bool] = None) -> torch.Tensor:
         """Network-space samples (e.g. a step's x0_hat) as image pixels: the autoencoder's decode for latent
-        models, tiled as in ``run`` (``tile`` in latent pixels); pixel models return ``x`` unchanged."""
-        return self._decode(x, tile, tile_overlap) if self.latent else x
+        models, tiled as in ``run`` (``tile`` in latent pixels) and on its path (``fast``: None = the
+        pipeline's); pixel models return ``x`` unchanged."""
+        fast = self.fast if fast is None else bool(fast)
+        return self._decode(x, tile, tile_overlap, fast) if self.latent else x
 
     # --- the run -------------------------------------------------------------------------
     @torch.no_grad()
@@ -332,12 +479,13 @@ class SRPipeline:
         fast = self.fast if fast is None else bool(fast)
         on_cuda = self.device.type == "cuda"
         call = None
+        network = self._network(fast)
         if fast and self.cuda_graphs:
-            if self._graphed is None:
-                forward = self._forward
-                self._graphed = StaticShapeCall(lambda x, s, lq: forward(x, s, lq=lq))
+            if self._graphed is None or self._graphed_net is not network:
+                self._graphed = StaticShapeCall(lambda x, s, lq: network(x, s, lq=lq))
+                self._graphed_net = network
             call = self._graphed
-        timed = _TimedNet(self._forward, tile, tile_overlap, self.net_multiple, context, layout=self._layout(fast),
+        timed = _TimedNet(network, tile, tile_overlap, self.net_multiple, context, layout=self._layout(fast),
                           call=call, timed=not (fast and on_cuda))
         return NetworkDenoiser(timed, sched, lq=lq, latent=self.latent, normalize_input=self.normalize_input,
                                predict=self.predict, y=y, autocast_dtype=self.autocast_dtype)
@@ -360,6 +508,12 @@ class SRPipeline:
 
 
 # --- construction ---------------------------------------------------------------------------
+def _swin_unet() -> type:
+    from .unet import UNetModelSwin
+
+    return UNetModelSwin
+
+
 def _build_net(params: dict[str, Any]) -> nn.Module:
     from .unet import UNetModelSwin
 
@@ -380,8 +534,11 @@ def _check_context_pad(value: Any) -> int:
 
 def build_pipeline(config: dict[str, Any], *, model_sd: Optional[dict[str, torch.Tensor]] = None,
                    autoencoder_sd: Optional[dict[str, torch.Tensor]] = None, device: Union[str, torch.device] = "cpu",
-                   dtype: Optional[torch.dtype] = None, hint: str = "") -> SRPipeline:
-    """An SRPipeline from a cresshift config; weights are checked key by key (random if None)."""
+                   dtype: Optional[torch.dtype] = None, hint: str = "", fast: bool = True,
+                   cpu_bf16: Union[None, bool, str, Iterable[str]] = None) -> SRPipeline:
+    """An SRPipeline from a cresshift config; weights are checked key by key (random if None).
+
+    ``fast`` / ``cpu_bf16``: the execution path ``SRPipeline`` describes."""
     params = dict(config["model"]["params"])
     if isinstance(params.get("out_channels"), str):  # the journal configs' "${autoencoder.params.embed_dim}"
         params["out_channels"] = config["autoencoder"]["embed_dim"]
@@ -404,7 +561,7 @@ def build_pipeline(config: dict[str, Any], *, model_sd: Optional[dict[str, torch
     return SRPipeline(net, schedule, autoencoder=ae, sf=int(diffusion.get("sf", 4)),
                       predict=diffusion.get("predict_type", "xstart"),
                       normalize_input=bool(diffusion.get("normalize_input", True)), config=config,
-                      device=device, dtype=dtype)
+                      device=device, dtype=dtype, fast=fast, cpu_bf16=cpu_bf16)
 
 
 def _looks_like(sd: dict[str, torch.Tensor]) -> str:
@@ -419,7 +576,8 @@ def _looks_like(sd: dict[str, torch.Tensor]) -> str:
 def load_pipeline(name_or_path: Union[str, Path] = "bundled", *, preset: Optional[str] = None,
                   autoencoder: Optional[Union[str, Path]] = None, device: Union[str, torch.device] = "cpu",
                   dtype: Optional[torch.dtype] = None, random_weights: bool = False,
-                  compile: bool = False, fast: bool = True, cuda_graphs: bool = False) -> SRPipeline:
+                  compile: bool = False, fast: bool = True, cuda_graphs: bool = False,
+                  cpu_bf16: Union[None, bool, str, Iterable[str]] = None) -> SRPipeline:
     """Load ``bundled`` / ``bundled-discrete``, a cresshift ``.safetensors`` file, or official weights.
 
     Official ``.pth`` files need ``preset=`` (realsr-x4-v1, realsr-x4-v2, realsr-x4-v3, bicsr-x4) and
@@ -427,12 +585,13 @@ def load_pipeline(name_or_path: Union[str, Path] = "bundled", *, preset: Optiona
     builds the official architecture with random weights (benchmarks, tests); without
     ``random_weights`` a preset name loads the official files that ``cresshift fetch <preset>``
     put in the cache (``cresshift.weights.official_cache_path``), and says so when they are missing. ``compile=True``
-    runs the network through ``torch.compile`` (``SRPipeline.compile``). ``fast`` / ``cuda_graphs``:
-    the execution paths ``SRPipeline`` describes (``fast=False``: the plain eager path).
+    runs the network through ``torch.compile`` (``SRPipeline.compile``). ``fast`` / ``cuda_graphs`` /
+    ``cpu_bf16``: the execution paths ``SRPipeline`` describes (``fast=False``: the plain eager path).
     """
     pipe = _load(name_or_path, preset=preset, autoencoder=autoencoder, device=device, dtype=dtype,
                  random_weights=random_weights)
     pipe.fast, pipe.cuda_graphs = bool(fast), bool(cuda_graphs)
+    pipe.cpu_bf16 = cpu_bf16
     return pipe.compile() if compile else pipe
 
 
