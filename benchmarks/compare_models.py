@@ -44,7 +44,7 @@ def signed(x: float, digits: int) -> str:
 
 def measure(model: str, hr: torch.Tensor, args: argparse.Namespace, lpips: LPIPSMetric) -> dict[str, np.ndarray]:
     """Per metric the values[tile, seed] of one model."""
-    pipe = load_pipeline(model)
+    pipe = load_pipeline(model, cpu_bf16=())
     lr = bicubic_down(hr, pipe.sf)
     out: dict[str, list[np.ndarray]] = {key: [] for key, *_ in METRICS}
     for k in range(args.seeds):

@@ -111,7 +111,7 @@ def main() -> int:
         pipes = []
         for spec in args.models:
             name, _, sched = spec.rpartition(":") if spec.rsplit(":", 1)[-1] in ("exact", "exp", "paper") else (spec, "", "")
-            pipe = load_pipeline(name)
+            pipe = load_pipeline(name, cpu_bf16=())
             if pipe.latent:
                 raise ValueError(f"{name} is a latent model; this diagnostic is for pixel-space models")
             pipes.append((spec, pipe, sched or None))

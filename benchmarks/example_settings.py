@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     hr = find_photo(EXAMPLE_PHOTO).hr()
     lr = bicubic_down(hr, 4)[None]
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, cpu_bf16=())
     print(f"{EXAMPLE_PHOTO}: LR {lr.shape[-1]}x{lr.shape[-2]}, model {args.model}, torch threads {torch.get_num_threads()}")
     print(f"bicubic: PSNR-Y {float(psnr_y(upsample_lr(lr, 4).clamp(-1, 1), hr[None])):.3f} dB")
     for item in args.settings:

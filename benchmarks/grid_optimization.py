@@ -157,7 +157,7 @@ def bundled(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     torch.set_grad_enabled(False)
     stages = Stages(Path(args.out))
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, cpu_bf16=())
     sched = pipe.schedule
     calib = tiles_batch(pipe, validation_tiles()[: args.calib_tiles], seed=1)
     test = tiles_batch(pipe, [load_image(p) for p in sorted(bundled_testset().glob("*.png"))], seed=2)

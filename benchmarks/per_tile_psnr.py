@@ -40,7 +40,7 @@ def main() -> int:
     if args.context_pad is not None and args.context_pad < 0:
         ap.error(f"--context-pad must be >= 0, got {args.context_pad}")
     try:
-        pipe = load_pipeline(args.model)
+        pipe = load_pipeline(args.model, cpu_bf16=())
         paths = list_images([args.tiles])
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)

@@ -103,8 +103,8 @@ def main() -> int:
     hr = torch.stack([load_image(p) for p in paths])
     lr = bicubic_down(hr, 4)
     bic = upsample_lr(lr, 4).clamp(-1, 1)
-    disc = load_pipeline(args.discrete, device=args.device)
-    cont = load_pipeline(args.continuous, device=args.device)
+    disc = load_pipeline(args.discrete, device=args.device, cpu_bf16=())
+    cont = load_pipeline(args.continuous, device=args.device, cpu_bf16=())
     lpips = LPIPSMetric(args.lpips_net, device=args.device)
     rows = sample_rows(disc, cont, lr, bic, args)
     scores = [(name, solver, rho, nfe, grids(srs, hr, lpips), srs[0]) for name, solver, rho, nfe, srs in rows]

@@ -150,7 +150,8 @@ def bundled_pipe():
 
 
 def test_bundled_default_fast_path_stays_within_45_db_of_eager_on_a_photo(bundled_pipe):
-    assert bundled_pipe.cpu_bf16 == frozenset(DEFAULT_CPU_BF16["pixel"]) == {"network"}
+    bundled_pipe.cpu_bf16 = DEFAULT_CPU_BF16["pixel"]  # the default where the CPU has native bfloat16
+    assert bundled_pipe.cpu_bf16 == {"network"}
     lr = _photo_lr()
     eager = bundled_pipe.run(lr, solver="dpmpp-2m", nfe=5, seed=0, fast=False).sr
     fast = bundled_pipe.run(lr, solver="dpmpp-2m", nfe=5, seed=0).sr
@@ -178,17 +179,21 @@ def test_flags_off_give_the_eager_results(latent_pipe):
 
 
 def test_latent_default_runs_the_autoencoder_in_bf16(latent_pipe):
-    assert latent_pipe.cpu_bf16 == frozenset(DEFAULT_CPU_BF16["latent"]) == {"encoder", "decoder"}
+    latent_pipe.cpu_bf16 = DEFAULT_CPU_BF16["latent"]  # the default where the CPU has native bfloat16
+    assert latent_pipe.cpu_bf16 == {"encoder", "decoder"}
     lr = _photo_lr(16)
-    with torch.no_grad():
-        y32, _, _ = latent_pipe.shift_target(lr, fast=False)
-        y16, _, _ = latent_pipe.shift_target(lr, fast=True)
-        decoded32 = latent_pipe._decode(y32, None, 16, fast=False)
-        decoded16 = latent_pipe._decode(y32, None, 16, fast=True)
+    try:
+        with torch.no_grad():
+            y32, _, _ = latent_pipe.shift_target(lr, fast=False)
+            y16, _, _ = latent_pipe.shift_target(lr, fast=True)
+            decoded32 = latent_pipe._decode(y32, None, 16, fast=False)
+            decoded16 = latent_pipe._decode(y32, None, 16, fast=True)
+        low = latent_pipe._bf16_part("decoder", True)
+    finally:
+        latent_pipe.cpu_bf16 = None
     assert y16.dtype == decoded16.dtype == torch.float32 and not torch.equal(y16, y32)
     assert float((y16 - y32).pow(2).mean().sqrt()) < 0.05 * float(y32.std())  # bfloat16 round-off (2.8 % here)
     assert 30.0 < _psnr(decoded16, decoded32) < math.inf
-    low = latent_pipe._bf16_part("decoder", True)
     assert low.decoder.mid.attn_1.q.weight.dtype == torch.float32  # the middle block stays float32
     assert low.decoder.up[0].block[0].conv1.weight.dtype == torch.bfloat16
 
@@ -196,7 +201,7 @@ def test_latent_default_runs_the_autoencoder_in_bf16(latent_pipe):
 def test_realsr_autoencoder_in_bf16_stays_within_45_db_on_a_photo():
     """The official VQ-f4 architecture (seeded random weights): encode + decode of a photograph crop."""
     torch.manual_seed(0)
-    pipe = load_pipeline("realsr-x4-v1", random_weights=True)
+    pipe = load_pipeline("realsr-x4-v1", random_weights=True, cpu_bf16=DEFAULT_CPU_BF16["latent"])
     assert pipe.cpu_bf16 == {"encoder", "decoder"}
     img = F.interpolate(_photo_lr(16), scale_factor=4, mode="bicubic", align_corners=False)  # 64 x 64 pixels
     with torch.no_grad():
@@ -206,8 +211,22 @@ def test_realsr_autoencoder_in_bf16_stays_within_45_db_on_a_photo():
     assert _psnr(fast.clamp(-1, 1), eager.clamp(-1, 1)) >= 45.0
 
 
+def test_cpu_bf16_default_follows_the_cpus_native_bf16(latent_pipe, pixel_pipe, monkeypatch):
+    import cresshift.models.pipeline as pipeline
+
+    try:
+        for native, pixel, latent in [(True, {"network"}, {"encoder", "decoder"}), (False, set(), set())]:
+            monkeypatch.setattr(pipeline, "cpu_has_native_bf16", lambda native=native: native)
+            pixel_pipe.cpu_bf16 = latent_pipe.cpu_bf16 = None
+            assert pixel_pipe.cpu_bf16 == pixel and latent_pipe.cpu_bf16 == latent
+            latent_pipe.cpu_bf16 = "decoder"  # an explicit choice holds either way
+            assert latent_pipe.cpu_bf16 == {"decoder"}
+    finally:
+        monkeypatch.undo()
+        pixel_pipe.cpu_bf16 = latent_pipe.cpu_bf16 = None
+
+
 def test_cpu_bf16_values_and_errors(latent_pipe, pixel_pipe):
-    assert pixel_pipe.cpu_bf16 == {"network"}
     for value, parts in [(True, {"network", "encoder", "decoder"}), ("all", {"network", "encoder", "decoder"}),
                          ("network,decoder", {"network", "decoder"}), (["encoder"], {"encoder"}),
                          ("none", set()), (False, set())]:
@@ -236,6 +255,7 @@ def test_bf16_copy_keeps_the_original_and_the_norms_in_float32(latent_pipe):
 
 
 def test_bf16_copies_follow_weight_updates(pixel_pipe):
+    pixel_pipe.cpu_bf16 = "network"
     first = pixel_pipe._bf16_part("network", True)
     assert pixel_pipe._bf16_part("network", True) is first  # made once ...
     assert pixel_pipe._bf16_part("network", False) is None
@@ -252,6 +272,7 @@ def test_bf16_copies_follow_weight_updates(pixel_pipe):
     finally:
         with torch.no_grad():
             w.copy_(saved)
+        pixel_pipe.cpu_bf16 = None
 
 
 def test_compile_falls_back_to_eager_when_compiling_fails(monkeypatch, pixel_pipe):

@@ -141,22 +141,23 @@ def check_rows(rows: Sequence[Row], schedule_of: Callable[[Row], Any], model: st
 
 def load_pipelines(s: BenchSettings, rows: Sequence[Row], device: Any) -> dict[str, Any]:
     """{"model": pipeline, "baseline": pipeline}; ``baseline_model="auto"`` pairs the bundled
-    continuous model with ``bundled-discrete`` (the paper's setting) and any other model with itself."""
+    continuous model with ``bundled-discrete`` (the paper's setting) and any other model with itself.
+    On the CPU they compute in float32 (``cpu_bf16=()``), so a table does not depend on the CPU's bfloat16 support."""
     from ..models.pipeline import BUNDLED, bundled_path, load_pipeline
 
     dtype = torch_dtype(s.dtype)
-    main = load_pipeline(s.model, preset=s.preset, autoencoder=s.autoencoder, device=device, dtype=dtype)
+    exact = dict(device=device, dtype=dtype, cpu_bf16=())
+    main = load_pipeline(s.model, preset=s.preset, autoencoder=s.autoencoder, **exact)
     pipes = {"model": main, "baseline": main}
     if any(r.baseline for r in rows):
         if s.baseline_model == "auto":
             if s.model in ("bundled", "bundled-continuous") and bundled_path("bundled-discrete").is_file():
-                pipes["baseline"] = load_pipeline("bundled-discrete", device=device, dtype=dtype)
+                pipes["baseline"] = load_pipeline("bundled-discrete", **exact)
         elif s.baseline_model not in ("same", s.model):
             name = s.baseline_model
             official = name not in BUNDLED and not name.endswith(".safetensors")
             pipes["baseline"] = load_pipeline(name, preset=s.preset if official else None,
-                                              autoencoder=s.autoencoder if official else None,
-                                              device=device, dtype=dtype)
+                                              autoencoder=s.autoencoder if official else None, **exact)
     return pipes
 
 

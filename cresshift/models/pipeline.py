@@ -65,10 +65,19 @@ BF16_KEEP_FLOAT32: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "decoder": (("decoder.mid",), ("decoder.conv_out",))}
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere bfloat16 is emulated and slow."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _cpu_bf16_parts(value: Union[None, bool, str, Iterable[str]], latent: bool) -> frozenset[str]:
-    """``cpu_bf16`` as a set of parts: None -> the default, True / False -> all / none, "a,b" or a list."""
+    """``cpu_bf16`` as a set of parts: None -> the default (none on a CPU without native bfloat16),
+    True / False -> all / none, "a,b" or a list."""
     if value is None:
-        return frozenset(DEFAULT_CPU_BF16["latent" if latent else "pixel"])
+        return frozenset(DEFAULT_CPU_BF16["latent" if latent else "pixel"] if cpu_has_native_bf16() else ())
     if isinstance(value, bool):
         return frozenset(BF16_PARTS if value else ())
     parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else list(value)
@@ -204,7 +213,9 @@ class SRPipeline:
     the default (None) takes only what stayed >= 45 dB PSNR from float32 eager on photographs:
     the network of pixel-space models (the bundled ones: about 73 dB) and the VQ-f4 encoder and
     decoder of latent ones (45.2-46.8 dB; the decoder's middle block stays float32); a latent
-    model's network in bfloat16 is opt-in (``DEFAULT_CPU_BF16``; README, Speed).
+    model's network in bfloat16 is opt-in (``DEFAULT_CPU_BF16``; README, Speed). On a CPU
+    without native bfloat16 (``cpu_has_native_bf16``) the default is none: emulated bfloat16 is
+    slower than float32.
     """
 
     def __init__(self, net: nn.Module, schedule: Union[ResShiftSchedule, ContinuousSchedule], *,

@@ -437,13 +437,14 @@ class Trainer:
         return out
 
     def export_pipeline(self) -> SRPipeline:
-        """An SRPipeline over the EMA weights, with the training schedule (continuous: stored in the file)."""
+        """An SRPipeline over the EMA weights, with the training schedule (continuous: stored in the file);
+        float32 on the CPU (``cpu_bf16=()``), so validation does not depend on the CPU's bfloat16 support."""
         config = dict(self.pipe.config)
         config["schedule"] = None if self.s.time == "discrete" else self.schedule.to_config()
         config["fitted_schedule"] = ExpAlphaSchedule.fit(self.discrete, warn=False).to_config()
         return SRPipeline(self.ema, self.schedule if self.s.time == "continuous" else self.discrete,
                           autoencoder=self.autoencoder, sf=self.pipe.sf, predict=self.pipe.predict,
-                          normalize_input=self.pipe.normalize_input, config=config, device=self.device)
+                          normalize_input=self.pipe.normalize_input, config=config, device=self.device, cpu_bf16=())
 
     def _rng_states(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Any]]:
         """Every rank's (data order, noise, t-sampler) states, gathered (a collective under DDP)."""
