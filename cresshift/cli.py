@@ -156,6 +156,17 @@ def _rho(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> 
         raise click.BadParameter(str(err)) from None
 
 
+def _cpu_bf16_parts(ctx: click.Context, param: click.Parameter, value: str) -> Optional[str]:
+    """--cpu-bf16: None for the default, else the comma list (checked against the pipeline's parts)."""
+    from .models.fastpath import BF16_PARTS
+
+    words = {w.strip() for w in value.split(",") if w.strip()}
+    unknown = words - set(BF16_PARTS) - {"default", "none", "all"}
+    if unknown or not words or ("default" in words and len(words) > 1):
+        raise click.BadParameter(f"{value!r}: use default, none, all or a comma list of {', '.join(BF16_PARTS)}")
+    return None if words == {"default"} else value
+
+
 def _check_space(folder: Path, need_bytes: int) -> None:
     import shutil
 
@@ -204,6 +215,9 @@ def _check_space(folder: Path, need_bytes: int) -> None:
               "fast one runs parts in bfloat16, >= 45 dB PSNR from it; see README, Speed).")
 @click.option("--cuda-graphs", is_flag=True, help="GPU: replay each network call of one image size from a "
               "CUDA graph captured once.")
+@click.option("--cpu-bf16", default="default", show_default=True, callback=_cpu_bf16_parts,
+              help="Parts the CPU fast path runs in bfloat16: default (per model, where the CPU has native "
+                   "bfloat16), none, all, or a comma list of network, encoder, decoder.")
 @solver_option()
 @click.option("--save-trajectory", is_flag=True,
               help="Also write <name>_trajectory.png: x0_hat at every step, left to right, then the output.")
@@ -216,7 +230,7 @@ def _check_space(folder: Path, need_bytes: int) -> None:
 def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name: Optional[str], nfe: int, seed: int, schedule: str, model: str,
            preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str, scale: Optional[int],
            tile: Optional[int], tile_overlap: int, context_pad: Optional[int], batch_size: int, compile_: bool,
-           eager: bool, cuda_graphs: bool, solver_options: tuple[str, ...],
+           eager: bool, cuda_graphs: bool, cpu_bf16: Optional[str], solver_options: tuple[str, ...],
            save_trajectory: bool, overwrite: bool, example: bool, as_json: bool, quiet: bool) -> None:
     """Super-resolve LR images (files, folders or globs) into PNGs.
 
@@ -251,7 +265,8 @@ def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name
     sizes = _claim_outputs(jobs, out_dir, seed=seed, example=example, trajectory=save_trajectory, overwrite=overwrite)
 
     pipe = load_pipeline(model, preset=preset, autoencoder=autoencoder, device=resolve_device(device),
-                         dtype=torch_dtype(dtype), compile=compile_, fast=not eager, cuda_graphs=cuda_graphs)
+                         dtype=torch_dtype(dtype), compile=compile_, fast=not eager, cuda_graphs=cuda_graphs,
+                         cpu_bf16=cpu_bf16)
     if scale is not None and scale != pipe.sf:
         raise CliError(f"the model super-resolves x{pipe.sf}; --scale {scale} does not match it")
     if click.get_current_context().get_parameter_source("rho") is click.core.ParameterSource.DEFAULT and grid_name != "rho":

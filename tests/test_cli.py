@@ -192,6 +192,16 @@ def test_sample_groups_mixed_sizes_into_batches_and_eager_matches(files, tmp_pat
         assert 10 * math.log10(1 / max(float(diff.pow(2).mean()), 1e-12)) >= 35.0
 
 
+def test_sample_cpu_bf16_none_is_the_float32_fast_path(files, tmp_path):
+    args = ["sample", files["lr"] / "a.png", "--model", files["model"], "--nfe", "3", "--seed", "5", "-q"]
+    assert run(*args, "-o", tmp_path / "n", "--cpu-bf16", "none").exit_code == 0
+    assert run(*args, "-o", tmp_path / "e", "--eager").exit_code == 0
+    diff = load_image(tmp_path / "n" / "a.png") - load_image(tmp_path / "e" / "a.png")
+    assert float(diff.abs().max()) <= 2.5 / 127.5  # float32 channels-last: at most one 8-bit level apart
+    assert_one_line_error(run(*args, "-o", tmp_path / "x", "--cpu-bf16", "network,unet"), "--cpu-bf16", "network")
+    assert not (tmp_path / "x").exists()
+
+
 def test_sample_refuses_to_overwrite(files, tmp_path):
     args = ["sample", files["lr"] / "a.png", "-o", tmp_path, "--model", files["model"], "--nfe", "3", "-q"]
     assert run(*args).exit_code == 0
