@@ -249,7 +249,9 @@ def test_sample_full_disk_is_one_line_and_leaves_no_temp(files, tmp_path, monkey
 def test_two_concurrent_sample_runs_one_wins_nothing_mixed(files, tmp_path):
     """Two processes, two seeds, one folder: one exits 0, the other 2, and every output is the winner's."""
     cmd = [sys.executable, "-m", "cresshift", *map(str, sample_args(files, tmp_path / "out"))]
-    procs = [subprocess.Popen(cmd + ["--seed", str(seed)], stderr=subprocess.PIPE, text=True) for seed in (0, 100)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # as many threads as the reference below
+    procs = [subprocess.Popen(cmd + ["--seed", str(seed)], stderr=subprocess.PIPE, text=True, env=env)
+             for seed in (0, 100)]
     codes = [p.wait(timeout=300) for p in procs]
     errs = [p.stderr.read() for p in procs]
     assert sorted(codes) == [0, 2], (codes, errs)
@@ -518,7 +520,8 @@ def _finetune_killed_then_resumed(photo_folder: Path, tmp_path: Path, after_ckpt
     assert "last.safetensors" in ref.stderr and "best.safetensors" not in ref.stderr  # --val none: no best model
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "cresshift", "finetune", "--data", str(photo_folder), "--out",
-                             str(out), *FINETUNE], stderr=subprocess.DEVNULL)
+                             str(out), *FINETUNE], stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
     _kill_when(proc, lambda: (out / f"ckpt-{after_ckpt:07d}.pt").exists(), delay)
     resumed = cli("finetune", "--data", photo_folder, "--out", out, *FINETUNE, "--resume", "auto")
     assert resumed.exit_code == 0, resumed.stderr
