@@ -180,7 +180,7 @@ def test_flags_off_give_the_eager_results(latent_pipe):
 
 def test_latent_default_runs_the_autoencoder_in_bf16(latent_pipe):
     latent_pipe.cpu_bf16 = DEFAULT_CPU_BF16["latent"]  # the default where the CPU has native bfloat16
-    assert latent_pipe.cpu_bf16 == {"encoder", "decoder"}
+    assert latent_pipe.cpu_bf16 == {"network", "encoder", "decoder"}
     lr = _photo_lr(16)
     try:
         with torch.no_grad():
@@ -202,7 +202,7 @@ def test_realsr_autoencoder_in_bf16_stays_within_45_db_on_a_photo():
     """The official VQ-f4 architecture (seeded random weights): encode + decode of a photograph crop."""
     torch.manual_seed(0)
     pipe = load_pipeline("realsr-x4-v1", random_weights=True, cpu_bf16=DEFAULT_CPU_BF16["latent"])
-    assert pipe.cpu_bf16 == {"encoder", "decoder"}
+    assert pipe.cpu_bf16 == {"network", "encoder", "decoder"}
     img = F.interpolate(_photo_lr(16), scale_factor=4, mode="bicubic", align_corners=False)  # 64 x 64 pixels
     with torch.no_grad():
         eager = pipe._decode(pipe._encode(img, None, 16, fast=False), None, 16, fast=False)
@@ -215,7 +215,7 @@ def test_cpu_bf16_default_follows_the_cpus_native_bf16(latent_pipe, pixel_pipe, 
     import cresshift.models.pipeline as pipeline
 
     try:
-        for native, pixel, latent in [(True, {"network"}, {"encoder", "decoder"}), (False, set(), set())]:
+        for native, pixel, latent in [(True, {"network"}, {"network", "encoder", "decoder"}), (False, set(), set())]:
             monkeypatch.setattr(pipeline, "cpu_has_native_bf16", lambda native=native: native)
             pixel_pipe.cpu_bf16 = latent_pipe.cpu_bf16 = None
             assert pixel_pipe.cpu_bf16 == pixel and latent_pipe.cpu_bf16 == latent
@@ -300,3 +300,28 @@ def test_compile_falls_back_to_eager_when_compiling_fails(monkeypatch, pixel_pip
     finally:
         pixel_pipe.compile(disable=True)
     assert torch.equal(got, want)
+
+
+def test_latent_network_copy_keeps_its_full_resolution_blocks_float32(latent_pipe):
+    from cresshift.models.pipeline import full_resolution_blocks
+
+    net = latent_pipe.net
+    full, rest = full_resolution_blocks(net)
+    assert full == ("input_blocks.0", "input_blocks.1", "output_blocks.4", "output_blocks.5")  # before the first
+    assert "middle_block" in rest and not set(full) & set(rest)  # Downsample, after the last Upsample
+    latent_pipe.cpu_bf16 = "network"
+    try:
+        low = latent_pipe._bf16_part("network", True)
+    finally:
+        latent_pipe.cpu_bf16 = None
+    for name in full:  # float32 with the original values (not bfloat16-rounded)
+        for (k, v), (_, w) in zip(low.get_submodule(name).state_dict().items(),
+                                  net.get_submodule(name).state_dict().items()):
+            assert v.dtype == torch.float32 and torch.equal(v, w), k
+    assert low.input_blocks[1][0].out_layers[-1].weight.dtype == torch.float32
+    assert low.middle_block[0].out_layers[-1].weight.dtype == torch.bfloat16
+    x, s, lq = torch.randn(1, 3, 16, 16), torch.tensor([2.0]), torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        out, want = low(x, s, lq=lq), net(x, s, lq=lq)
+    assert out.dtype == torch.float32 and not torch.equal(out, want)
+    assert float((out - want).pow(2).mean().sqrt()) < 0.02 * float(want.std())

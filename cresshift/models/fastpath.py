@@ -124,27 +124,38 @@ def _output_to_bf16(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.
     return out.to(torch.bfloat16)
 
 
-def bf16_copy(module: nn.Module, keep_float32: Sequence[str] = (), float32_tail: Sequence[str] = ()) -> nn.Module:
+def _inputs_to_bf16(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def bf16_copy(module: nn.Module, keep_float32: Sequence[str] = (), float32_tail: Sequence[str] = (),
+              bf16_inputs: Sequence[str] = ()) -> nn.Module:
     """An inference copy of ``module`` with bfloat16 weights in channels-last order.
 
     Normalisation layers keep float32 parameters (PyTorch's CPU GroupNorm then takes bfloat16
     activations and accumulates its statistics in float32); the submodules named in
     ``keep_float32`` keep float32 weights and run on float32 inputs, their outputs cast back to
-    bfloat16; those named in ``float32_tail`` (the last layers) do the same and return float32.
-    The original module is not touched.
+    bfloat16; those named in ``float32_tail`` do the same and return float32 (the last layers, or float32
+    stretches whose activations stay float32 up to the next bfloat16 submodule); those named in ``bf16_inputs``
+    cast their floating-point inputs to bfloat16 (bfloat16 submodules after such a stretch). Kept float32
+    weights are the original values, not bfloat16-rounded ones. The original module is not touched.
     """
     copy_ = copy.deepcopy(module).eval()
     for p in copy_.parameters():
         p.requires_grad_(False)
     copy_.to(torch.bfloat16)
-    for sub in copy_.modules():
+    originals = dict(module.named_modules())
+    for name, sub in copy_.named_modules():  # float32 again, with the original (not bfloat16-rounded) values
         if isinstance(sub, _NORMS):
-            sub.float()
+            sub.float().load_state_dict(originals[name].state_dict())
     for name in (*keep_float32, *float32_tail):
         kept = copy_.get_submodule(name).float()
+        kept.load_state_dict(module.get_submodule(name).state_dict())
         kept.register_forward_pre_hook(_inputs_to_float32)
         if name not in float32_tail:
             kept.register_forward_hook(_output_to_bf16)
+    for name in bf16_inputs:
+        copy_.get_submodule(name).register_forward_pre_hook(_inputs_to_bf16)
     for sub in copy_.modules():
         if isinstance(sub, nn.Conv2d):
             sub.weight.data = sub.weight.data.contiguous(memory_format=torch.channels_last)

@@ -54,15 +54,47 @@ def upsample_lr(lr: torch.Tensor, sf: int) -> torch.Tensor:
 
 #: The parts the CPU fast path runs in bfloat16 unless ``cpu_bf16=`` says otherwise, for pixel-space and latent
 #: models: those whose outputs stayed >= 45 dB PSNR from the float32 eager ones on photographs (README, Speed):
-#: the bundled pixel network 72-74 dB; the realsr-x4 VQ-f4 encoder + decoder 45.2-46.8 dB. The latent models'
-#: network is not among them: its bfloat16 error flips codebook entries at decoding (32.7 dB with a dense codebook).
-DEFAULT_CPU_BF16: dict[str, tuple[str, ...]] = {"pixel": ("network",), "latent": ("encoder", "decoder")}
-#: Submodules of each part that keep float32 weights inside its bfloat16 copy, as (keep_float32, float32_tail)
-#: of ``fastpath.bf16_copy``.
-BF16_KEEP_FLOAT32: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+#: the bundled pixel network 72-74 dB; the realsr-x4 VQ-f4 encoder + decoder 45.2-46.8 dB; the realsr-x4 network
+#: with its full-resolution blocks in float32 (``BF16_KEEP_FLOAT32["latent_network"]``) 45.2 dB (random codebook) /
+#: 45.5 dB (photograph latents as codebook) with encoder + decoder, 2.22-2.64x CPU vs eager at NFE 5. The whole
+#: latent network in bfloat16 flips codebook entries at decoding (40.2 dB with a dense codebook).
+DEFAULT_CPU_BF16: dict[str, tuple[str, ...]] = {"pixel": ("network",), "latent": ("network", "encoder", "decoder")}
+#: Submodules of each part that keep float32 weights inside its bfloat16 copy, as (keep_float32, float32_tail
+#: [, bf16_inputs]) of ``fastpath.bf16_copy``; "latent_network" is the network of latent models, whose
+#: full-resolution blocks (``full_resolution_blocks``) join its float32_tail and whose other blocks get bf16_inputs.
+BF16_KEEP_FLOAT32: dict[str, tuple[tuple[str, ...], ...]] = {
     "network": (("time_embed",), ("out",)), "encoder": ((), ("quant_conv",)),
     # the decoder's middle (ResnetBlock, 4096-token attention, ResnetBlock at 1/4 size) in float32: +1.5 dB
-    "decoder": (("decoder.mid",), ("decoder.conv_out",))}
+    "decoder": (("decoder.mid",), ("decoder.conv_out",)),
+    # realsr-x4: the full-resolution stretch (input blocks 0-2, output blocks 9-11) in float32 with float32
+    # activations (its input, its skips, its output): per-call relative error of x0_hat 3.4e-4 (3.7e-3 all bfloat16)
+    "latent_network": ((), ("time_embed", "out"))}
+
+
+def full_resolution_blocks(net: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(full-resolution blocks, the other blocks) of a ``UNetModelSwin``: the input blocks before the first
+    Downsample and the output blocks after the last Upsample; the others are the rest of its blocks, in order."""
+    from cresshift.models import unet
+
+    def has(block: nn.Module, kind: type) -> bool:
+        return any(isinstance(m, kind) for m in block.modules())
+
+    first_down = next((i for i, b in enumerate(net.input_blocks) if has(b, unet.Downsample)), len(net.input_blocks))
+    last_up = max((i for i, b in enumerate(net.output_blocks) if has(b, unet.Upsample)), default=-1)
+    blocks = ([f"input_blocks.{i}" for i in range(len(net.input_blocks))] + ["middle_block"]
+              + [f"output_blocks.{i}" for i in range(len(net.output_blocks))])
+    full = [f"input_blocks.{i}" for i in range(first_down)] + [
+        f"output_blocks.{i}" for i in range(last_up + 1, len(net.output_blocks))]
+    return tuple(full), tuple(b for b in blocks if b not in full)
+
+
+def _bf16_keep(part: str, base: nn.Module, latent: bool) -> tuple[tuple[str, ...], ...]:
+    """``bf16_copy``'s keep arguments for ``part`` (its module ``base``)."""
+    if part != "network" or not latent:
+        return BF16_KEEP_FLOAT32[part]
+    keep, tail = BF16_KEEP_FLOAT32["latent_network"]
+    full, rest = full_resolution_blocks(base)
+    return keep, (*tail[:-1], *full, *tail[-1:]), rest
 
 
 def cpu_has_native_bf16() -> bool:
@@ -211,11 +243,11 @@ class SRPipeline:
     () for none) run as bfloat16 copies (oneDNN, AMX where the CPU has it; normalisations, the
     codebook look-up and the last layers stay float32). That changes results beyond round-off, so
     the default (None) takes only what stayed >= 45 dB PSNR from float32 eager on photographs:
-    the network of pixel-space models (the bundled ones: about 73 dB) and the VQ-f4 encoder and
-    decoder of latent ones (45.2-46.8 dB; the decoder's middle block stays float32); a latent
-    model's network in bfloat16 is opt-in (``DEFAULT_CPU_BF16``; README, Speed). On a CPU
-    without native bfloat16 (``cpu_has_native_bf16``) the default is none: emulated bfloat16 is
-    slower than float32.
+    the network of pixel-space models (the bundled ones: about 73 dB) and, of latent ones, the
+    VQ-f4 encoder and decoder (the decoder's middle block stays float32) and the network but its
+    full-resolution blocks (45.2-45.5 dB; ``DEFAULT_CPU_BF16``, ``BF16_KEEP_FLOAT32``; README, Speed).
+    On a CPU without native bfloat16 (``cpu_has_native_bf16``) the default is none: emulated
+    bfloat16 is slower than float32.
     """
 
     def __init__(self, net: nn.Module, schedule: Union[ResShiftSchedule, ContinuousSchedule], *,
@@ -304,7 +336,7 @@ class SRPipeline:
         cached = self._bf16_cache.get(part)
         if cached is None or cached[0] != version:
             base = source if part == "network" else (_Encode if part == "encoder" else _Decode)(source)
-            cached = self._bf16_cache[part] = (version, bf16_copy(base, *BF16_KEEP_FLOAT32[part]))
+            cached = self._bf16_cache[part] = (version, bf16_copy(base, *_bf16_keep(part, base, self.latent)))
         return cached[1]
 
     def _network(self, fast: bool) -> nn.Module:
