@@ -156,15 +156,17 @@ def _rho(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> 
         raise click.BadParameter(str(err)) from None
 
 
-def _cpu_bf16_parts(ctx: click.Context, param: click.Parameter, value: str) -> Optional[str]:
-    """--cpu-bf16: None for the default, else the comma list (checked against the pipeline's parts)."""
-    from .models.fastpath import BF16_PARTS
+def _cpu_bf16_parts(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--cpu-bf16, checked by the pipeline's own parser (``cpu_bf16_parts``) before any work."""
+    from .models.pipeline import cpu_bf16_parts
 
-    words = {w.strip() for w in value.split(",") if w.strip()}
-    unknown = words - set(BF16_PARTS) - {"default", "none", "all"}
-    if unknown or not words or ("default" in words and len(words) > 1):
-        raise click.BadParameter(f"{value!r}: use default, none, all or a comma list of {', '.join(BF16_PARTS)}")
-    return None if words == {"default"} else value
+    try:
+        if not value.replace(",", "").strip():
+            raise ValueError("use default, none, all or a comma list of network, encoder, decoder")
+        cpu_bf16_parts(value, latent=False)
+    except ValueError as err:
+        raise click.BadParameter(f"{value!r}: {err}") from None
+    return value
 
 
 def _check_space(folder: Path, need_bytes: int) -> None:
@@ -230,7 +232,7 @@ def _check_space(folder: Path, need_bytes: int) -> None:
 def sample(inputs: tuple[str, ...], out: str, solver: str, rho: float, grid_name: Optional[str], nfe: int, seed: int, schedule: str, model: str,
            preset: Optional[str], autoencoder: Optional[str], device: str, dtype: str, scale: Optional[int],
            tile: Optional[int], tile_overlap: int, context_pad: Optional[int], batch_size: int, compile_: bool,
-           eager: bool, cuda_graphs: bool, cpu_bf16: Optional[str], solver_options: tuple[str, ...],
+           eager: bool, cuda_graphs: bool, cpu_bf16: str, solver_options: tuple[str, ...],
            save_trajectory: bool, overwrite: bool, example: bool, as_json: bool, quiet: bool) -> None:
     """Super-resolve LR images (files, folders or globs) into PNGs.
 

@@ -74,7 +74,7 @@ BF16_KEEP_FLOAT32: dict[str, tuple[tuple[str, ...], ...]] = {
 def full_resolution_blocks(net: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(full-resolution blocks, the other blocks) of a ``UNetModelSwin``: the input blocks before the first
     Downsample and the output blocks after the last Upsample; the others are the rest of its blocks, in order."""
-    from cresshift.models import unet
+    from . import unet
 
     def has(block: nn.Module, kind: type) -> bool:
         return any(isinstance(m, kind) for m in block.modules())
@@ -94,7 +94,7 @@ def _bf16_keep(part: str, base: nn.Module, latent: bool) -> tuple[tuple[str, ...
         return BF16_KEEP_FLOAT32[part]
     keep, tail = BF16_KEEP_FLOAT32["latent_network"]
     full, rest = full_resolution_blocks(base)
-    return keep, (*tail[:-1], *full, *tail[-1:]), rest
+    return keep, (*tail, *full), rest
 
 
 def cpu_has_native_bf16() -> bool:
@@ -105,9 +105,11 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def _cpu_bf16_parts(value: Union[None, bool, str, Iterable[str]], latent: bool) -> frozenset[str]:
-    """``cpu_bf16`` as a set of parts: None -> the default (none on a CPU without native bfloat16),
-    True / False -> all / none, "a,b" or a list."""
+def cpu_bf16_parts(value: Union[None, bool, str, Iterable[str]], latent: bool) -> frozenset[str]:
+    """``cpu_bf16`` as a set of parts: None or "default" -> the default (none on a CPU without native
+    bfloat16), True / False -> all / none, "a,b" or a list of parts, "all", "none"."""
+    if isinstance(value, str) and value.strip() == "default":
+        value = None
     if value is None:
         return frozenset(DEFAULT_CPU_BF16["latent" if latent else "pixel"] if cpu_has_native_bf16() else ())
     if isinstance(value, bool):
@@ -118,7 +120,7 @@ def _cpu_bf16_parts(value: Union[None, bool, str, Iterable[str]], latent: bool) 
         parts = list(BF16_PARTS)
     unknown = set(parts) - set(BF16_PARTS)
     if unknown:
-        raise ValueError(f"cpu_bf16 parts must be among {', '.join(BF16_PARTS)} (or all / none), got {sorted(unknown)}")
+        raise ValueError(f"cpu_bf16 parts must be among {', '.join(BF16_PARTS)} (or all / none / default), got {sorted(unknown)}")
     return frozenset(parts)
 
 
@@ -263,8 +265,7 @@ class SRPipeline:
         self.net = net.to(self.device).eval()
         self._forward: Callable[..., torch.Tensor] = self.net  # what run() calls: the network, or its compiled wrapper
         self._compile_kwargs: Optional[dict[str, Any]] = None  # set by compile()
-        self._compiled_low: Optional[CompiledOrEager] = None  # the compiled bfloat16 network copy
-        self._compiled_ae: dict[str, CompiledOrEager] = {}  # the compiled bfloat16 encoder / decoder copies
+        self._compiled_copies: dict[str, CompiledOrEager] = {}  # part -> its compiled bfloat16 copy
         self.autoencoder = autoencoder.to(self.device).eval() if autoencoder is not None else None
         self.cpu_bf16 = cpu_bf16  # normalised by the property setter
         self._bf16_cache: dict[str, tuple[tuple, nn.Module]] = {}  # part -> (weights version, bfloat16 copy)
@@ -297,18 +298,17 @@ class SRPipeline:
         disable = bool(kwargs.get("disable"))
         self._compile_kwargs = None if disable else dict(kwargs)
         self._forward = self.net if disable else CompiledOrEager(self.net, **kwargs)
-        self._compiled_low = None
-        self._compiled_ae = {}
+        self._compiled_copies = {}
         self._graphed = None
         return self
 
     def _compiled_part(self, part: str, low: nn.Module) -> Callable[..., torch.Tensor]:
-        """``low`` (a bfloat16 encoder / decoder copy) through ``torch.compile`` when ``compile()`` was called."""
+        """``low`` (the bfloat16 copy of ``part``) through ``torch.compile`` when ``compile()`` was called."""
         if self._compile_kwargs is None:
             return low
-        wrapped = self._compiled_ae.get(part)
+        wrapped = self._compiled_copies.get(part)
         if wrapped is None or wrapped.module is not low:
-            wrapped = self._compiled_ae[part] = CompiledOrEager(low, **self._compile_kwargs)
+            wrapped = self._compiled_copies[part] = CompiledOrEager(low, **self._compile_kwargs)
         return wrapped
 
     @property
@@ -318,7 +318,7 @@ class SRPipeline:
 
     @cpu_bf16.setter
     def cpu_bf16(self, value: Union[None, bool, str, Iterable[str]]) -> None:
-        self._cpu_bf16 = _cpu_bf16_parts(value, self.autoencoder is not None)
+        self._cpu_bf16 = cpu_bf16_parts(value, self.autoencoder is not None)
 
     def _bf16_part(self, part: str, fast: bool) -> Optional[nn.Module]:
         """The bfloat16 copy of ``part`` when the CPU fast path runs it in bfloat16, else None.
@@ -345,13 +345,7 @@ class SRPipeline:
         if not fast:  # the plain eager path: the float32 network, not compiled
             return self.net
         low = self._bf16_part("network", fast)
-        if low is None:
-            return self._forward
-        if self._compile_kwargs is None:
-            return low
-        if self._compiled_low is None or self._compiled_low.module is not low:
-            self._compiled_low = CompiledOrEager(low, **self._compile_kwargs)
-        return self._compiled_low
+        return self._forward if low is None else self._compiled_part("network", low)
 
     @property
     def latent(self) -> bool:
