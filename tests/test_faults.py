@@ -33,6 +33,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- helpers -------------------------------------------------------------------------------------
+def same_threads_env() -> dict:
+    """The environment for a subprocess whose results a test compares with this process's: as many threads
+    (sums split over other thread counts differ in the last bits)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
 def cli(*args, **kw):
     """Run ``cresshift ARGS`` in-process (standalone, as from a shell): stdout, stderr, exit code."""
     return CliRunner().invoke(main, [str(a) for a in args], **kw)
@@ -249,8 +255,7 @@ def test_sample_full_disk_is_one_line_and_leaves_no_temp(files, tmp_path, monkey
 def test_two_concurrent_sample_runs_one_wins_nothing_mixed(files, tmp_path):
     """Two processes, two seeds, one folder: one exits 0, the other 2, and every output is the winner's."""
     cmd = [sys.executable, "-m", "cresshift", *map(str, sample_args(files, tmp_path / "out"))]
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # as many threads as the reference below
-    procs = [subprocess.Popen(cmd + ["--seed", str(seed)], stderr=subprocess.PIPE, text=True, env=env)
+    procs = [subprocess.Popen(cmd + ["--seed", str(seed)], stderr=subprocess.PIPE, text=True, env=same_threads_env())
              for seed in (0, 100)]
     codes = [p.wait(timeout=300) for p in procs]
     errs = [p.stderr.read() for p in procs]
@@ -521,7 +526,7 @@ def _finetune_killed_then_resumed(photo_folder: Path, tmp_path: Path, after_ckpt
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "cresshift", "finetune", "--data", str(photo_folder), "--out",
                              str(out), *FINETUNE], stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+                            env=same_threads_env())
     _kill_when(proc, lambda: (out / f"ckpt-{after_ckpt:07d}.pt").exists(), delay)
     resumed = cli("finetune", "--data", photo_folder, "--out", out, *FINETUNE, "--resume", "auto")
     assert resumed.exit_code == 0, resumed.stderr
@@ -567,13 +572,11 @@ def _table(folder: Path) -> list[dict]:
 @pytest.mark.parametrize("after_lines", [1, 3, 6])
 def test_bench_sigkill_then_rerun_gives_the_same_table(files, bench_data, tmp_path, after_lines, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # LPIPS offline, as in CI
-    # the killed process computes with as many threads as this one: sums over other thread splits differ in the last bits
-    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
     args = ["bench", "--model", files["model"], "--hr", bench_data, *BENCH]
     assert cli(*args, "--out", tmp_path / "ref").exit_code == 0
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "cresshift", *map(str, args), "--out", str(out)],
-                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=same_threads_env())
     jsonl = out / "results.jsonl"
     _kill_when(proc, lambda: jsonl.exists() and jsonl.read_text().count("\n") >= after_lines,
                random.Random(after_lines).uniform(0, 0.2))
