@@ -12,8 +12,9 @@ Families, all decreasing with exact endpoints 1 and 1/T:
 The last three are spaced in a function of eta (EDM's ``sigma~ = kappa sqrt(eta) / (1 - eta)``,
 or eta itself) and mapped back to t through the schedule's exact inverse; they keep
 second-order solvers at order 2 on the exact schedule, whose eta(t) is not smooth at t = 1/T. ``make_grid`` resolves a grid request
-(a family name, ``"auto"``, an array or a grid file) to times. A grid file is JSON with
-``"ts"`` and ``"schedule"`` (the continuous schedule's ``to_config()``); see ``grid_json``.
+(a family name, ``"auto"``, an array, a grid file or a parsed grid record) to times. A grid file is
+JSON with ``"ts"`` and ``"schedule"`` (the continuous schedule's ``to_config()``); see ``grid_json``.
+A record made for the ``tuned`` solver also carries its fitted ``"coefficients"``.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence, Union
+from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -29,10 +30,10 @@ from .converters import edm_sigma, sqrt_eta_of_sigma
 from .schedules import ContinuousSchedule, ResShiftSchedule, as_continuous
 
 __all__ = ["rho_grid", "lambda_grid", "karras_grid", "log_eta_grid", "make_grid", "GridChoice", "GRID_FAMILIES",
-           "check_grid", "grid_json", "load_grid", "grid_from_record", "sigma_to_t", "schedule_kind", "GRID_FORMAT"]
+           "check_grid", "grid_json", "load_grid", "load_grid_record", "grid_from_record", "sigma_to_t", "schedule_kind", "GRID_FORMAT"]
 
 Schedule = Union[ResShiftSchedule, ContinuousSchedule]
-GridRequest = Union[None, str, Path, Sequence[float], np.ndarray]
+GridRequest = Union[None, str, Path, Sequence[float], np.ndarray, Mapping[str, Any]]
 GRID_FAMILIES = ("rho", "lambda", "karras", "logeta")
 GRID_FORMAT = "cresshift-grid"
 KARRAS_RHO = 7.0
@@ -171,7 +172,8 @@ def schedule_kind(schedule: Schedule) -> str:
 
 def make_grid(grid: GridRequest, n: int, schedule: Schedule, *, rho: Optional[float] = None,
               solver: Optional[AutoGrid] = None) -> np.ndarray:
-    """Times for a grid request: ``rho`` | ``lambda`` | ``karras`` | ``logeta`` | ``auto`` | a grid file | an array.
+    """Times for a grid request: ``rho`` | ``lambda`` | ``karras`` | ``logeta`` | ``auto`` | a grid file | a grid
+    record (a parsed grid file) | an array.
 
     ``grid=None`` means ``rho`` when ``rho`` is given, else ``auto``. ``n`` is the number of
     points (for an array or a file, the most it may have). ``rho`` parametrises the ``rho``
@@ -195,6 +197,8 @@ def make_grid(grid: GridRequest, n: int, schedule: Schedule, *, rho: Optional[fl
             raise ValueError(f"unknown grid {str(grid)!r}; valid: {', '.join(GRID_FAMILIES)}, auto, "
                              "a grid JSON file or an array of times")
         grid = load_grid(grid, sched)
+    elif isinstance(grid, Mapping):
+        grid = grid_from_record(grid, sched)
     if rho is not None:
         raise ValueError(f"rho={rho:g} sets the rho, karras and logeta grids; an explicit grid takes none")
     ts = check_grid(grid, sched)
@@ -226,6 +230,11 @@ def grid_json(ts: Sequence[float], schedule: Schedule, **meta: Any) -> str:
 
 def load_grid(path: Union[str, Path], schedule: Schedule) -> np.ndarray:
     """The times in a grid file written with ``grid_json``; raises if it was made for another schedule."""
+    return grid_from_record(load_grid_record(path), schedule, f"grid file {path}")
+
+
+def load_grid_record(path: Union[str, Path]) -> dict[str, Any]:
+    """A grid file's parsed record (unchecked: ``grid_from_record`` checks it against a schedule)."""
     path = Path(path)
     try:
         record = json.loads(path.read_text())
@@ -233,7 +242,9 @@ def load_grid(path: Union[str, Path], schedule: Schedule) -> np.ndarray:
         raise ValueError(f"grid file {path} does not exist") from None
     except (OSError, ValueError) as err:
         raise ValueError(f"{path} is not a cresshift grid file (JSON with 'ts' and 'schedule'): {err}") from None
-    return grid_from_record(record, schedule, f"grid file {path}")
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a cresshift grid file (a JSON object with 'ts' and 'schedule')")
+    return record
 
 
 def grid_from_record(record: Any, schedule: Schedule, source: str = "the grid") -> np.ndarray:

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from cresshift.cli import main
-from cresshift.grids import grid_json, lambda_grid, load_grid
+from cresshift.grids import grid_json, lambda_grid, load_grid, make_grid
 from cresshift.models.checkpoints import load_cresshift, save_cresshift
 from cresshift.models.pipeline import bundled_path, load_pipeline
 from cresshift.models.stored_grids import grid_key, grid_request, sidecar_path, store_grid, stored_grid
@@ -69,7 +69,7 @@ def test_sidecar_for_official_weights_and_missing_grid(tmp_path):
     store_grid(pth, grid_key("euler", 4, sched), _record(sched))
     assert os.stat(side).st_mode & 0o777 == 0o600
     grid, rho = grid_request("optimized", -8.0, model=pth, solver="heun", nfe=7, schedule=sched)
-    assert rho is None and np.array_equal(grid, lambda_grid(4, sched))
+    assert rho is None and np.array_equal(make_grid(grid, 4, sched), lambda_grid(4, sched))  # the stored record
     assert grid_request("lambda", -8.0, model=pth, solver="heun", nfe=7, schedule=sched) == ("lambda", None)
     assert grid_request(None, -8.0, model=pth, solver="heun", nfe=7, schedule=sched) == (None, -8.0)
     for family in ("rho", "karras", "logeta"):  # the families rho parametrises get it
@@ -94,6 +94,9 @@ def test_optimize_grid_cli_refuses_before_work(tmp_path):
     before = model.read_bytes()
     res = runner.invoke(main, ["optimize-grid", "--model", str(model), "--nfe", "3", "--write"])
     assert res.exit_code == 2 and "already stored" in res.output and model.read_bytes() == before
+    res = runner.invoke(main, ["optimize-grid", "--solver", "tuned", "--nfe", "3", "--out", str(tmp_path / "t.json"),
+                               "-O", "coefficients=1"])
+    assert res.exit_code == 2 and "drop -O coefficients" in res.output and not (tmp_path / "t.json").exists()
 
 
 def test_sample_grid_file_and_missing_optimized(tmp_path):
@@ -151,3 +154,48 @@ def test_optimize_grid_offers_every_deterministic_fixed_grid_solver():
 
     fixed = {name for name, spec in SOLVERS.items() if not spec.stochastic and name not in ("markov", "adaptive")}
     assert set(GRID_SOLVERS) == fixed
+
+
+def test_sample_tuned_takes_coefficients_from_a_grid_file_and_a_stored_grid(tmp_path):
+    """The tuned solver's coefficients travel with its grid: --grid FILE and --grid optimized give one output."""
+    from PIL import Image
+
+    from cresshift.solvers.tuned import coefficient_count, default_coefficients
+
+    model = tmp_path / "m.safetensors"
+    shutil.copy(bundled_path("bundled"), model)
+    sched = load_pipeline(str(model)).schedule
+    ts = lambda_grid(3, sched)
+    coef = (default_coefficients(ts, sched) + np.linspace(0.1, 0.4, coefficient_count(3))).tolist()
+    tuned_file, plain_file = tmp_path / "tuned.json", tmp_path / "plain.json"
+    tuned_file.write_text(grid_json(ts, sched, solver="tuned", nfe=3, coefficients=coef))
+    plain_file.write_text(grid_json(ts, sched, solver="tuned", nfe=3))
+    store_grid(model, grid_key("tuned", 3, sched), json.loads(tuned_file.read_text()))
+    runner = CliRunner()
+
+    def run(name, *grid):
+        res = runner.invoke(main, ["sample", "--example", "-o", str(tmp_path / name), "--model", str(model),
+                                   "--solver", "tuned", "--nfe", "3", "--cpu-bf16", "none", "-q", *grid])
+        assert res.exit_code == 0, res.output
+        return np.asarray(Image.open(tmp_path / name / "example_sr.png"), dtype=np.int16)
+
+    from_file, from_store, plain = run("file", "--grid", str(tuned_file)), run("stored", "--grid", "optimized"), \
+        run("plain", "--grid", str(plain_file))
+    np.testing.assert_array_equal(from_file, from_store)
+    assert np.abs(from_file - plain).max() > 0  # the coefficients changed the output
+
+
+@pytest.mark.slow
+def test_optimize_grid_cli_tuned_end_to_end(tmp_path):
+    out = tmp_path / "g.json"
+    args = ["optimize-grid", "--solver", "tuned", "--nfe", "3", "--limit", "1", "--max-evals", "2",
+            "--reference-rtol", "1e-2", "--out", str(out), "-q"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    record = json.loads(out.read_text())
+    assert record["calibration_rms"]["optimised"] <= record["calibration_rms"]["auto"]
+    assert len(record["ts"]) == 3 and len(record["coefficients"]) == 3
+    res = CliRunner().invoke(main, ["sample", "--example", "-o", str(tmp_path / "s"), "--solver", "tuned", "--nfe", "3",
+                                    "--grid", str(out), "--json", "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["grid"] == pytest.approx(record["ts"], abs=0)

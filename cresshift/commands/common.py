@@ -15,7 +15,7 @@ __all__ = ["SOLVER_NAMES", "SCHEDULE_NAMES", "PRESET_NAMES", "CliError", "raise_
            "model_options", "common_options", "Log", "parse_options", "solver_option"]
 
 # Static copies of registry names so --help needs no torch; tests check they match the registries.
-SOLVER_NAMES = ("markov", "euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "ipndm", "sde", "adaptive")
+SOLVER_NAMES = ("markov", "euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "ipndm", "tuned", "sde", "adaptive")
 SCHEDULE_NAMES = ("default", "discrete", "exact", "exp", "paper")
 PRESET_NAMES = ("realsr-x4-v1", "realsr-x4-v2", "realsr-x4-v3", "bicsr-x4")
 

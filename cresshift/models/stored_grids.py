@@ -18,8 +18,8 @@ import numpy as np
 from ..grids import grid_from_record, schedule_kind
 from .checkpoints import atomic_write, load_cresshift, save_cresshift
 
-__all__ = ["grid_key", "model_file", "sidecar_path", "stored_grids", "stored_grid", "store_grid", "grid_request",
-           "SIDECAR_FORMAT"]
+__all__ = ["grid_key", "model_file", "sidecar_path", "stored_grids", "stored_grid", "stored_grid_record", "store_grid",
+           "grid_request", "SIDECAR_FORMAT"]
 
 SIDECAR_FORMAT = "cresshift-grids"
 
@@ -72,12 +72,22 @@ def stored_grids(model: Union[str, Path]) -> dict[str, Any]:
 def stored_grid(model: Union[str, Path], solver: str, nfe: int, schedule: Any) -> np.ndarray:
     """The optimised grid stored for (solver, nfe, schedule); one-line ValueError if there is none."""
     key = grid_key(solver, nfe, schedule)
+    return grid_from_record(stored_grid_record(model, solver, nfe, schedule), schedule,
+                            f"the grid stored for {key} with {model}")
+
+
+def stored_grid_record(model: Union[str, Path], solver: str, nfe: int, schedule: Any) -> dict[str, Any]:
+    """The whole record stored for (solver, nfe, schedule), checked against ``schedule`` (with the ``tuned``
+    solver's coefficients, if it has them); one-line ValueError if there is none."""
+    key = grid_key(solver, nfe, schedule)
     grids = stored_grids(model)
     if key not in grids:
         have = ", ".join(sorted(grids)) or "none"
         raise ValueError(f"no optimised grid for {key} is stored with {model} (stored: {have}); make one with "
                          f"'cresshift optimize-grid --model {model} --solver {solver} --nfe {nfe} --write'")
-    return grid_from_record(grids[key], schedule, f"the grid stored for {key} with {model}")
+    record = grids[key]
+    grid_from_record(record, schedule, f"the grid stored for {key} with {model}")  # raises for another schedule
+    return dict(record)
 
 
 def store_grid(model: Union[str, Path], key: str, record: dict[str, Any], *, overwrite: bool = False) -> Path:
@@ -103,14 +113,15 @@ def grid_request(grid: Optional[str], rho: Optional[float], *, model: Union[str,
                  schedule: Any) -> tuple[Any, Optional[float]]:
     """(grid, rho) for ``sample`` / ``SRPipeline.run`` from a command line's ``--grid`` word.
 
-    None keeps ``rho``'s grid; ``optimized`` is the grid stored for (solver, nfe, schedule) with
-    ``model``; ``rho``, ``lambda``, ``karras``, ``logeta``, ``auto`` and grid files pass through (rho only with the
-    families it parametrises: ``rho``, ``karras``, ``logeta``).
+    None keeps ``rho``'s grid; ``optimized`` is the grid record stored for (solver, nfe, schedule) with
+    ``model`` (a record, so that the ``tuned`` solver gets its coefficients with it); ``rho``, ``lambda``,
+    ``karras``, ``logeta``, ``auto`` and grid files pass through (rho only with the families it parametrises:
+    ``rho``, ``karras``, ``logeta``).
     """
     if grid is None:
         return None, rho
     if grid == "optimized":
         if solver in ("markov", "adaptive"):
             raise ValueError(f"--grid optimized is for solvers with a time grid; {solver} has none")
-        return stored_grid(model, solver, nfe, schedule), None
+        return stored_grid_record(model, solver, nfe, schedule), None
     return grid, (rho if grid in ("rho", "karras", "logeta") else None)

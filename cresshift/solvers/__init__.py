@@ -13,6 +13,7 @@ and ends with one evaluation of x0_hat at t = 1/T, which is its output (design �
 | dpmpp-2m   | 2     | n                          | DPM-Solver++(2M) multistep |
 | dpmpp-3m   | 3     | n                          | DPM-Solver++(3M) multistep |
 | ipndm      | 4     | n                          | iPNDM: Adams–Bashforth with first-order warm-up (global order 2) |
+| tuned      | 2     | n                          | DPM-Solver++(2M) step with coefficients fitted per model (optimize_solver) |
 | sde        | 1/2   | n                          | reverse-SDE Euler–Maruyama, noise in [0, 1] |
 | adaptive   | 5     | adaptive (counted)         | torchdiffeq dopri5 reference, rtol/atol |
 """
@@ -34,10 +35,12 @@ from .multistep import sample_ipndm
 from .ode import sample_euler, sample_heun
 from .registry import Schedule, SolverSpec
 from .sde import check_noise, sample_sde
+from .tuned import check_options as check_tuned_options
+from .tuned import sample_tuned, tuned_chain
 
 __all__ = ["sample", "SOLVERS", "SolverSpec", "check_solver_options", "SampleResult", "Denoiser", "NonFiniteError",
            "BudgetExceeded", "grid_for", "sample_markov", "sample_euler", "sample_heun", "sample_ddim",
-           "sample_dpmpp_2m", "sample_dpmpp_3m", "sample_ipndm", "sample_sde", "sample_adaptive"]
+           "sample_dpmpp_2m", "sample_dpmpp_3m", "sample_ipndm", "sample_tuned", "sample_sde", "sample_adaptive"]
 
 
 def _variable_default(schedule: ContinuousSchedule) -> dict[str, Any]:
@@ -79,6 +82,9 @@ SOLVERS: dict[str, SolverSpec] = {s.name: s for s in [
                description="DPM-Solver++(3M) multistep exponential integrator"),
     SolverSpec("ipndm", sample_ipndm, 4, 1, option_names=("variable", "order"), auto=_auto(LOG_ETA_2, LOG_ETA_2),
                description="iPNDM: variable-step Adams–Bashforth with lower-order warm-up"),
+    SolverSpec("tuned", sample_tuned, 2, 1, option_names=("coefficients",), chain=tuned_chain,
+               auto=_auto(LOG_ETA_2, LOG_ETA_2), check=check_tuned_options,
+               description="exponential multistep with coefficients fitted per model (default: DPM-Solver++(2M))"),
     SolverSpec("sde", sample_sde, 0.5, 1, stochastic=True, option_names=("noise",), auto=_AUTO_FIRST,
                check=lambda options: check_noise(options.get("noise", 1.0)),
                description="reverse-SDE Euler–Maruyama in eta (noise=0 is the ODE)"),

@@ -41,7 +41,8 @@ from ..grids import karras_grid, lambda_grid, log_eta_grid, rho_grid, sigma_to_t
 from ..schedules import ContinuousSchedule, ResShiftSchedule, as_continuous
 from .base import Denoiser, NonFiniteError
 
-__all__ = ["optimize_grid", "grid_error", "reference_output", "prior_sample", "lambda_of_t", "t_of_lambda"]
+__all__ = ["optimize_grid", "optimize_solver", "fit_coefficients", "grid_error", "reference_output", "prior_sample",
+           "lambda_of_t", "t_of_lambda"]
 
 Schedule = Union[ResShiftSchedule, ContinuousSchedule]
 Progress = Callable[[int, int], None]
@@ -252,3 +253,107 @@ def _start_grids(start: Optional[Sequence[float]], n: int, schedule: ContinuousS
     if ts[0] != 1.0 or ts[-1] != t_min or not np.all(np.diff(ts) < 0):
         raise ValueError(f"a start grid must decrease strictly from exactly 1 to exactly 1/T = {t_min:g}")
     return [ts]
+
+
+def fit_coefficients(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, ts: Sequence[float], *,
+                     x_T: torch.Tensor, reference: torch.Tensor, start: Optional[Sequence[float]] = None,
+                     iterations: int = 30) -> tuple[np.ndarray, float]:
+    """The ``tuned`` solver's coefficients on the fixed grid ``ts`` that minimise the RMS to ``reference``.
+
+    L-BFGS (strong Wolfe line search) from ``start`` (default: DPM-Solver++(2M)'s,
+    ``cresshift.solvers.tuned.default_coefficients``), with gradients through the denoiser
+    (``torch.autograd.grad`` with respect to the coefficients only: no gradient reaches a
+    network's weights). Returns (coefficients, their RMS); the start's if fitting does not improve it.
+    """
+    from .base import CountingDenoiser
+    from .tuned import check_coefficients, default_coefficients, run_tuned
+
+    cont = as_continuous(schedule)
+    ts = np.asarray(ts, np.float64)
+    first = default_coefficients(ts, cont) if start is None else check_coefficients(start, len(ts))
+    coef = torch.tensor(first, dtype=torch.float64, requires_grad=True)
+    model = CountingDenoiser(denoiser)
+
+    def rms() -> torch.Tensor:
+        out = run_tuned(model, x_T, y, cont, ts, coef)
+        return torch.sqrt(torch.mean((out.double() - reference.double()) ** 2))
+
+    with torch.no_grad():
+        best = (first, float(rms()))
+    if len(first) == 0 or not math.isfinite(best[1]):
+        return best
+    opt = torch.optim.LBFGS([coef], lr=1.0, max_iter=int(iterations), line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        with torch.enable_grad():
+            loss = rms()
+            coef.grad = torch.autograd.grad(loss, [coef])[0] if loss.requires_grad else torch.zeros_like(coef)
+        return loss.detach()
+
+    try:
+        opt.step(closure)
+    except NonFiniteError:
+        return best
+    with torch.no_grad():
+        value = float(rms())
+    fitted = coef.detach().numpy().copy()
+    return (fitted, value) if math.isfinite(value) and value < best[1] and np.all(np.isfinite(fitted)) else best
+
+
+def optimize_solver(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, nfe: int,
+                    x_T: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+                    reference: Optional[torch.Tensor] = None, reference_rtol: float = 1e-6,
+                    max_evals: Optional[int] = None, iterations: int = 30, space: str = "logeta",
+                    progress: Optional[Progress] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The grid and coefficients of the ``tuned`` solver (``sample(solver="tuned", ts=ts, coefficients=c)``)
+    that minimise its RMS error against a converged reference on the calibration batch ``y``.
+
+    Two stages: ``optimize_grid`` for the grid with DPM-Solver++(2M)'s coefficients, then a bilevel
+    search: Nelder–Mead over the grid (same parametrisation), where every grid it tries gets its
+    best coefficients by ``fit_coefficients`` (L-BFGS, ``iterations``, warm-started from the best
+    so far). The coefficients enter the output smoothly and are fitted by gradient; the grid is
+    searched without derivatives, as in ``optimize_grid``, because the schedule's time maps are
+    not differentiable. ``max_evals``: the grids the bilevel search tries (default 20 per free
+    time); the first stage gets the same number. The result is never worse on ``y`` than the
+    first stage's grid with fitted coefficients. ``x_T``, ``generator``, ``reference``,
+    ``reference_rtol``, ``space`` and ``progress(done, total)`` as in ``optimize_grid``.
+    """
+    from scipy.optimize import minimize
+
+    n = _check("tuned", nfe, y, x_T)
+    _check_search(space, 1)
+    cont = as_continuous(schedule)
+    x_T = prior_sample(y, cont, generator) if x_T is None else x_T
+    reference = _reference(denoiser, y, cont, x_T, reference, reference_rtol)
+    free = n - 2
+    budget = 20 * max(free, 1) if max_evals is None else int(max_evals)
+    total, done = 2 * budget + 13, [0]
+
+    def tick(*_: Any) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(min(done[0], total), total)
+
+    ts0 = optimize_grid(denoiser, y, cont, solver="tuned", nfe=nfe, x_T=x_T, reference=reference, max_evals=budget,
+                        restarts=1, space=space, progress=lambda d, t: tick())
+    coef, err = fit_coefficients(denoiser, y, cont, ts0, x_T=x_T, reference=reference, iterations=iterations)
+    best = [err, ts0, coef]
+    if free > 0 and budget > 0:
+        ends = tuple(float(c) for c in _coord([1.0, cont.t_min], cont, space))
+
+        def error(logits: np.ndarray) -> float:
+            ts = _decode(logits, ends, cont, space)
+            c, e = fit_coefficients(denoiser, y, cont, ts, x_T=x_T, reference=reference, start=best[2],
+                                    iterations=iterations)
+            tick()
+            if e < best[0]:
+                best[:] = [e, ts, c]
+            return e
+
+        theta0 = _encode(ts0, cont, space)
+        simplex = np.vstack([theta0] + [theta0 + 0.5 * np.eye(free)[j] for j in range(free)])
+        minimize(error, theta0, method="Nelder-Mead",
+                 options=dict(maxfev=budget, initial_simplex=simplex, xatol=1e-3, fatol=0.0))
+    if progress is not None:
+        progress(total, total)
+    return np.array(best[1], np.float64), np.asarray(best[2], np.float64)
