@@ -1,5 +1,9 @@
 """Optimised grids (``cresshift.grids.optimize_grid``) against fixed grids, on held-out samples.
 
+Solver ``tuned`` is optimised with ``cresshift.solvers.optimize.optimize_solver`` (its grid and its
+coefficients, on ``--tuned-calib`` calibration samples: more parameters need more samples); its fixed
+grids run with its default coefficients, i.e. DPM-Solver++(2M) in lambda = -log sigma~.
+
 Part ``analytic``: the Gaussian problem (``cresshift.testing.GaussianProblem``; the mixture too
 when ``cresshift.testing.GaussianMixtureProblem`` exists) on realsr-v1's exact schedule and its
 exp-alpha fit. Each solver's grid is optimised at NFE 4, 5, 6 on calibration samples (seed 1)
@@ -9,7 +13,7 @@ rho in ``LOG_ETA_RHOS``; the best chosen on the held-out samples themselves, whi
 fixed grids).
 
 Part ``bundled``: the bundled model (solver ``--solver``, its rho-1, lambda and auto grids against
-the optimised one), grids optimised (``optimize_grid``'s default starts, ``--max-evals`` runs) on calibration tiles cut from the
+the optimised one; with ``--tuned`` also the tuned solver, grid and coefficients), grids optimised (``optimize_grid``'s default starts, ``--max-evals`` runs) on calibration tiles cut from the
 validation photograph (``cresshift.data.photos.validation_tiles``: coffee, never a test tile),
 evaluated on the 18 held-out test tiles: PSNR-Y, SSIM-Y, LPIPS (n/a without its weights) and
 RMS distance of the output to a converged reference (adaptive dopri5) from the same x_T.
@@ -34,7 +38,7 @@ import torch
 from cresshift.grids import karras_grid, lambda_grid, log_eta_grid, optimize_grid, rho_grid
 from cresshift.schedules import ExactSchedule, ExpAlphaSchedule, ResShiftSchedule
 from cresshift.solvers import SOLVERS, sample
-from cresshift.solvers.optimize import grid_error, prior_sample
+from cresshift.solvers.optimize import grid_error, optimize_solver, prior_sample
 
 RHOS = (1.0, 2.0, 4.0, 7.0, -4.0, -8.0)
 LOG_ETA_RHOS = (1.0, 1.5, 2.0, 3.0)
@@ -83,18 +87,25 @@ def analytic(args: argparse.Namespace) -> list[dict[str, Any]]:
                     continue
                 n = SOLVERS[solver].points_for_nfe(nfe)
                 t0 = time.perf_counter()
-                ts = optimize_grid(prob.denoiser, calib[0], sched, solver=solver, nfe=nfe, x_T=calib[1],
-                                   reference=calib[2])
+                tuned = {}
+                if solver == "tuned":
+                    y_c, x_c, ref_c = exact_batch(prob, sched, args.tuned_calib, 1)
+                    ts, coef = optimize_solver(prob.denoiser, y_c, sched, nfe=nfe, x_T=x_c, reference=ref_c)
+                    tuned = dict(coefficients=coef)
+                else:
+                    ts = optimize_grid(prob.denoiser, calib[0], sched, solver=solver, nfe=nfe, x_T=calib[1],
+                                       reference=calib[2])
                 seconds = time.perf_counter() - t0
 
-                def err(grid: np.ndarray) -> float:
+                def err(grid: np.ndarray, **options: Any) -> float:
                     return grid_error(prob.denoiser, held[0], sched, grid, solver=solver, nfe=nfe, x_T=held[1],
-                                      reference=held[2])
+                                      reference=held[2], **options)
                 fixed = {name: err(g) for name, g in fixed_grids(n, sched).items()}
                 best = min(fixed, key=fixed.get)
-                opt = err(ts)
+                opt = err(ts, **tuned)
                 rows.append(dict(problem=label, solver=solver, nfe=nfe, best_fixed=best, best_fixed_error=fixed[best],
-                                 optimised_error=opt, ratio=opt / fixed[best], seconds=seconds, ts=ts.tolist()))
+                                 optimised_error=opt, ratio=opt / fixed[best], seconds=seconds, ts=ts.tolist(),
+                                 **{k: v.tolist() for k, v in tuned.items()}))
                 print(f"{label:20s} {solver:9s} NFE {nfe}: optimised {opt:.3e}  best fixed ({best}) "
                       f"{fixed[best]:.3e}  ratio {opt / fixed[best]:.2f}  [{seconds:.1f} s]", flush=True)
     return rows
@@ -103,8 +114,9 @@ def analytic(args: argparse.Namespace) -> list[dict[str, Any]]:
 def analytic_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| problem | solver | NFE | best fixed grid | its error | optimised | ratio |", "|---|---|---|---|---|---|---|"]
     for r in rows:
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] >= 0.01 else f"{r['ratio']:.1e}"
         lines.append(f"| {r['problem']} | {r['solver']} | {r['nfe']} | {r['best_fixed']} | {r['best_fixed_error']:.2e} "
-                     f"| {r['optimised_error']:.2e} | {r['ratio']:.2f} |")
+                     f"| {r['optimised_error']:.2e} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -168,6 +180,7 @@ def bundled(args: argparse.Namespace) -> list[dict[str, Any]]:
     ref_c = stages.tensor("reference_calibration", lambda: reference_output(
         calib["denoiser"], calib["y"], sched, calib["x_T"], rtol=args.reference_rtol))
     grids: dict[int, dict[str, list[float]]] = {}
+    tuned: dict[int, dict[str, Any]] = {}  # --tuned: the tuned solver's grid and coefficients per NFE
     for nfe in args.nfes:
         n = SOLVERS[solver].points_for_nfe(nfe)
         fixed = {"rho 1": rho_grid(n, 1.0, sched.t_min), "lambda": lambda_grid(n, sched),
@@ -188,16 +201,37 @@ def bundled(args: argparse.Namespace) -> list[dict[str, Any]]:
         print(f"NFE {nfe}: calibration RMS {res['calibration_errors']}  [{res['seconds']:.0f} s] "
               f"grid {np.round(res['ts'], 4).tolist()}", flush=True)
         grids[nfe] = {**{k: g.tolist() for k, g in fixed.items()}, "optimised": res["ts"]}
+        if args.tuned:
+            def tune() -> dict[str, Any]:
+                t0 = time.perf_counter()
+                ts, coef = optimize_solver(calib["denoiser"], calib["y"], sched, nfe=nfe, x_T=calib["x_T"],
+                                           reference=ref_c, max_evals=args.tuned_max_evals,
+                                           iterations=args.tuned_iterations)
+                err = grid_error(calib["denoiser"], calib["y"], sched, ts, solver="tuned", nfe=nfe, x_T=calib["x_T"],
+                                 reference=ref_c, coefficients=coef)
+                return dict(ts=ts.tolist(), coefficients=coef.tolist(), calibration_error=err,
+                            seconds=time.perf_counter() - t0)
+            tuned[nfe] = stages.get(f"tune nfe={nfe}", tune)
+            print(f"NFE {nfe}: tuned calibration RMS {tuned[nfe]['calibration_error']:.3e}  "
+                  f"[{tuned[nfe]['seconds']:.0f} s]", flush=True)
 
     # Stage 2: the converged reference on the test tiles; stage 3: every grid on them.
     ref_t = None if args.no_rms else stages.tensor("reference_test", lambda: reference_output(
         test["denoiser"], test["y"], sched, test["x_T"], rtol=args.reference_rtol))
     rows = []
     for nfe in args.nfes:
-        for name, ts in grids[nfe].items():
+        runs = {name: (solver, ts, {}) for name, ts in grids[nfe].items()}
+        if nfe in tuned:  # the tuned solver's fixed grids (its default coefficients), then its fitted record
+            n = SOLVERS["tuned"].points_for_nfe(nfe)
+            runs.update({f"tuned {name}": ("tuned", g.tolist(), {}) for name, g in (
+                ("rho 1", rho_grid(n, 1.0, sched.t_min)), ("lambda", lambda_grid(n, sched)),
+                ("auto", SOLVERS["tuned"].grid(sched, nfe)))})
+            runs["tuned"] = ("tuned", tuned[nfe]["ts"], dict(coefficients=tuned[nfe]["coefficients"]))
+        for name, (row_solver, ts, extra) in runs.items():
             key = f"test nfe={nfe} {name}"
-            x = stages.tensor(key.replace(" ", "_"), lambda: sample(test["denoiser"], test["y"], sched, solver=solver,
-                                                                    nfe=nfe, ts=ts, x_T=test["x_T"]).x)
+            x = stages.tensor(key.replace(" ", "_"), lambda: sample(test["denoiser"], test["y"], sched,
+                                                                    solver=row_solver, nfe=nfe, ts=ts,
+                                                                    x_T=test["x_T"], **extra).x)
             vals = {k: float(v.mean()) for k, v in evaluate_pair(x.clamp(-1, 1), test["hr"], lpips).items()}
             vals["rms"] = float("nan") if ref_t is None else float(torch.sqrt(torch.mean((x - ref_t) ** 2)))
             rows.append(dict(nfe=nfe, grid=name, **vals))
@@ -219,9 +253,11 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/grid_optimization")
     ap.add_argument("--nfes", type=lambda s: [int(v) for v in s.split(",")], default=None,
                     help="[analytic: 4,5,6; bundled: 3,4,5,6]")
-    ap.add_argument("--solvers", type=lambda s: s.split(","), default=["euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "ipndm"])
+    ap.add_argument("--solvers", type=lambda s: s.split(","),
+                    default=["euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "ipndm", "tuned"])
     ap.add_argument("--dim", type=int, default=64, help="analytic: dimensions")
     ap.add_argument("--calib", type=int, default=64, help="analytic: calibration samples (seed 1)")
+    ap.add_argument("--tuned-calib", type=int, default=256, help="analytic: calibration samples of solver tuned (seed 1)")
     ap.add_argument("--held-out", type=int, default=512, help="analytic: held-out samples (seed 2)")
     ap.add_argument("--model", default="bundled")
     ap.add_argument("--solver", default="dpmpp-2m", help="bundled: the solver whose grids are compared")
@@ -229,6 +265,9 @@ def main() -> None:
     ap.add_argument("--max-evals", type=int, default=30, help="bundled: Nelder-Mead sampler runs per NFE")
     ap.add_argument("--reference-rtol", type=float, default=1e-3, help="bundled: adaptive reference rtol = atol")
     ap.add_argument("--no-rms", action="store_true", help="bundled: skip the test reference (no RMS column)")
+    ap.add_argument("--tuned", action="store_true", help="bundled: also the tuned solver (optimize_solver) per NFE")
+    ap.add_argument("--tuned-max-evals", type=int, default=20, help="bundled: optimize_solver's max_evals")
+    ap.add_argument("--tuned-iterations", type=int, default=10, help="bundled: optimize_solver's L-BFGS iterations")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -10,8 +10,10 @@ continuation; optionally the empirical patch problem (``--empirical``). Prints a
 convergence order with the default grid on the exact schedule, NFE 100 -> 400) and the
 solvers' own time per step. Optimised grids (``cresshift.grids.optimize_grid``) for the best
 solvers at NFE 5 are tuned on calibration samples (prior seed ``CALIBRATION_SEED``, never the
-evaluation samples, which are seed 1) and evaluated on the evaluation samples, in their own rows
-of the target table (``--no-optimised`` skips them).
+evaluation samples, which are seed 1; ``--calib-samples`` of them) and evaluated on the evaluation
+samples, in their own rows of the target table (``--no-optimised`` skips them); solver ``tuned``
+gets its grid and coefficients from ``cresshift.solvers.optimize.optimize_solver``, and its
+fixed-grid baseline is its default coefficients, i.e. the "dpmpp-2m (lambda=-log sigma~)" rows.
 
     python benchmarks/solver_accuracy.py --out benchmarks/results/solver_accuracy
 """
@@ -44,12 +46,14 @@ SOLVERS = [("euler", "euler", {}), ("heun", "heun", {}), ("ddim", "ddim", {}), (
            ("dpmpp-2m (lambda=-log sigma~)", "dpmpp-2m", {"lambda_var": "sigma"}), ("dpmpp-3m", "dpmpp-3m", {}),
            ("ipndm", "ipndm", {})]
 SECOND_ORDER = ["heun", "dpmpp-2m", "dpmpp-3m", "ipndm"]
-OPTIMISED = ["ipndm", "dpmpp-2m", "dpmpp-3m", "heun"]  # solvers whose NFE-5 grid is optimised
+OPTIMISED = ["ipndm", "dpmpp-2m", "dpmpp-3m", "heun", "tuned"]  # solvers whose NFE-5 grid is optimised
+FIXED_LABEL = {"tuned": "dpmpp-2m (lambda=-log sigma~)"}  # the fixed-grid rows of a solver (tuned: its defaults)
 OPTIMISED_NFES = [5]
 CALIBRATION_SEED = 11  # prior seed of the calibration samples (the evaluation samples use seed 1)
 
 
-def make_cases(samples: int, dim: int, mix_samples: int, mix_dim: int, empirical: bool) -> dict[str, Any]:
+def make_cases(samples: int, dim: int, mix_samples: int, mix_dim: int, empirical: bool,
+               calib_samples: int) -> dict[str, Any]:
     """name -> (problem, x_T, y, reference output, (y, x_T, reference) of the calibration samples)."""
     d = ResShiftSchedule.from_config("realsr-x4-v1")
     schedules = {"exp-fit": ExpAlphaSchedule.fit(d, warn=False), "exact": ExactSchedule(d)}
@@ -67,7 +71,7 @@ def make_cases(samples: int, dim: int, mix_samples: int, mix_dim: int, empirical
             ref = problem.exact_output(x_T, 1.0, sched.t_min)
             print(f"{pname}, {sname}: {n} samples x {x_T.shape[1]} dims, reference in {time.perf_counter() - t0:.1f} s",
                   flush=True)
-            x_c = problem.prior(n, seed=CALIBRATION_SEED)
+            x_c = problem.prior(calib_samples, seed=CALIBRATION_SEED)
             calib = (problem.y.expand_as(x_c).clone(), x_c, problem.exact_output(x_c, 1.0, sched.t_min))
             cases[f"{pname}, {sname}"] = (problem, x_T, problem.y.expand_as(x_T), ref, calib)
     return cases
@@ -96,19 +100,26 @@ def accuracy(case: Any) -> list[dict]:
 def optimised(case: Any) -> list[dict]:
     """Grids optimised on the calibration samples (optimize_grid defaults), errors on the evaluation samples."""
     from cresshift.grids import optimize_grid
+    from cresshift.solvers.optimize import optimize_solver
 
     problem, x_T, y, ref, (y_c, x_c, ref_c) = case
     rows = []
     for solver in OPTIMISED:
         for nfe in OPTIMISED_NFES:
             t0 = time.perf_counter()
-            ts = optimize_grid(problem.denoiser, y_c, problem.schedule, solver=solver, nfe=nfe, x_T=x_c, reference=ref_c)
+            tuned = {}
+            if solver == "tuned":
+                ts, coef = optimize_solver(problem.denoiser, y_c, problem.schedule, nfe=nfe, x_T=x_c, reference=ref_c)
+                tuned = dict(coefficients=coef.tolist())
+            else:
+                ts = optimize_grid(problem.denoiser, y_c, problem.schedule, solver=solver, nfe=nfe, x_T=x_c,
+                                   reference=ref_c)
             seconds = time.perf_counter() - t0
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                r = sample(problem.denoiser, y, problem.schedule, solver=solver, nfe=nfe, ts=ts, x_T=x_T)
+                r = sample(problem.denoiser, y, problem.schedule, solver=solver, nfe=nfe, ts=ts, x_T=x_T, **tuned)
             rows.append(dict(solver=solver, grid="optimised", nfe_budget=nfe, nfe=r.nfe,
-                             rms=float(((r.x - ref) ** 2).mean().sqrt()), ts=ts.tolist(), seconds=seconds))
+                             rms=float(((r.x - ref) ** 2).mean().sqrt()), ts=ts.tolist(), seconds=seconds, **tuned))
     return rows
 
 
@@ -180,6 +191,11 @@ def best_grids(results: dict[str, list[dict]], nfes: tuple[int, ...] = (4, 5, 6,
     return "\n".join(lines)
 
 
+def _ratio(value: float) -> str:
+    """Two decimals, or two significant digits below 0.01 (a tuned solver can be 1000x better)."""
+    return f"{value:.2f}" if value >= 0.01 else f"{value:.1e}"
+
+
 def targets(results: dict[str, list[dict]], order: dict[str, dict], opt: Optional[dict[str, list[dict]]] = None) -> str:
     lines = ["### Targets (issue 13)", "", "| case | Euler rho=1 @ NFE 15 | best fixed grid @ NFE 5 | ratio | "
              "best optimised grid @ NFE 5 (held-out) | ratio | target <= 0.5 |", "|---|---|---|---|---|---|---|"]
@@ -187,31 +203,33 @@ def targets(results: dict[str, list[dict]], order: dict[str, dict], opt: Optiona
         euler15 = _cell(rows, solver="euler", grid="rho 1", nfe_budget=15)["rms"]
         best5 = min((r for r in rows if r["nfe_budget"] == 5), key=lambda r: r["rms"])
         cells = [f"{case} | {euler15:.2e} | {best5['solver']}, {best5['grid']}: {best5['rms']:.2e} | "
-                 f"{best5['rms'] / euler15:.2f}"]
+                 f"{_ratio(best5['rms'] / euler15)}"]
         best = best5["rms"]
         o5 = [r for r in (opt or {}).get(case, []) if r["nfe_budget"] == 5]
         if o5:
             bo = min(o5, key=lambda r: r["rms"])
-            cells.append(f"{bo['solver']}, optimised: {bo['rms']:.2e} | {bo['rms'] / euler15:.2f}")
+            cells.append(f"{bo['solver']}, optimised: {bo['rms']:.2e} | {_ratio(bo['rms'] / euler15)}")
             best = min(best, bo["rms"])
         else:
             cells.append("– | –")
         cells.append("met" if best <= 0.5 * euler15 else "not met")
         lines.append("| " + " | ".join(cells) + " |")
     if opt:
-        lines += ["", f"Optimised grids at NFE {', '.join(map(str, OPTIMISED_NFES))}: `optimize_grid` defaults, tuned on "
+        lines += ["", f"Optimised grids at NFE {', '.join(map(str, OPTIMISED_NFES))}: `optimize_grid` defaults (tuned: "
+                  "`optimize_solver` defaults, grid and coefficients), fitted on "
                   f"calibration samples (prior seed {CALIBRATION_SEED}), errors on the evaluation samples (seed 1), "
-                  "next to the same solver's best fixed grid on the evaluation samples:", "",
+                  "next to the same solver's best fixed grid on the evaluation samples (tuned: with its default "
+                  "coefficients, the dpmpp-2m (lambda=-log sigma~) rows):", "",
                   "| case | solver | NFE | best fixed grid | its error | optimised (held-out) | ratio | seconds |",
                   "|---|---|---|---|---|---|---|---|"]
         for case, orows in opt.items():
             for r in orows:
-                label = r["solver"]
+                label = FIXED_LABEL.get(r["solver"], r["solver"])
                 fixed = [x for x in results[case] if x["solver"] == label and x["nfe_budget"] == r["nfe_budget"]
                          and x["grid"] != "auto"]
                 bf = min(fixed, key=lambda x: x["rms"])
-                lines.append(f"| {case} | {label} | {r['nfe_budget']} | {bf['grid']} | {bf['rms']:.2e} | {r['rms']:.2e} | "
-                             f"{r['rms'] / bf['rms']:.2f} | {r['seconds']:.0f} |")
+                lines.append(f"| {case} | {r['solver']} | {r['nfe_budget']} | {bf['grid']} | {bf['rms']:.2e} | {r['rms']:.2e} | "
+                             f"{_ratio(r['rms'] / bf['rms'])} | {r['seconds']:.0f} |")
     lines += ["", f"Convergence order, Gaussian on the exact schedule, default grid, NFE {ORDER_NFES[0]} -> "
               f"{ORDER_NFES[-1]} (target >= 1.9):", "",
               "| solver | auto grid | " + " | ".join(f"NFE {n}" for n in ORDER_NFES) + " | order |",
@@ -221,8 +239,8 @@ def targets(results: dict[str, list[dict]], order: dict[str, dict], opt: Optiona
     return "\n".join(lines)
 
 
-def plot(results: dict[str, list[dict]], path: Path) -> bool:
-    """Per case: each solver on its auto grid, and Euler on rho = 1, error against NFE."""
+def plot(results: dict[str, list[dict]], path: Path, opt: Optional[dict[str, list[dict]]] = None) -> bool:
+    """Per case: each solver on its auto grid, Euler on rho = 1, and the optimised rows (stars), error against NFE."""
     try:
         import matplotlib
         import matplotlib.ticker
@@ -237,6 +255,12 @@ def plot(results: dict[str, list[dict]], path: Path) -> bool:
             ax.loglog(*zip(*pts), marker="o", ms=3, label=f"{label} (auto)")
         pts = sorted((r["nfe"], r["rms"]) for r in rows if r["solver"] == "euler" and r["grid"] == "rho 1")
         ax.loglog(*zip(*pts), "k--", lw=1, label="euler, rho 1")
+        for r in (opt or {}).get(name, []):
+            ax.loglog([r["nfe"]], [r["rms"]], marker="*", ms=9, ls="none",
+                      color="k" if r["solver"] == "tuned" else "0.6",
+                      label="tuned, optimised" if r["solver"] == "tuned" else None)
+        if (opt or {}).get(name):
+            ax.loglog([], [], marker="*", ms=9, ls="none", color="0.6", label="other solvers, optimised grid")
         ax.set_xticks(NFES)
         ax.set_xticklabels([str(n) for n in NFES])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -244,7 +268,7 @@ def plot(results: dict[str, list[dict]], path: Path) -> bool:
         ax.set_ylabel("RMS error vs exact solution")
         ax.set_title(name, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=6)
+    axes[0][-1].legend(fontsize=6, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
@@ -257,6 +281,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=64, help="Gaussian dimensions")
     ap.add_argument("--mix-samples", type=int, default=64)
     ap.add_argument("--mix-dim", type=int, default=16)
+    ap.add_argument("--calib-samples", type=int, default=1024,
+                    help="calibration samples of the optimised rows (both problems)")
     ap.add_argument("--empirical", action="store_true", help="also the empirical patch problem")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-optimised", action="store_true", help="skip the optimised-grid rows")
@@ -264,7 +290,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
-    cases = make_cases(args.samples, args.dim, args.mix_samples, args.mix_dim, args.empirical)
+    cases = make_cases(args.samples, args.dim, args.mix_samples, args.mix_dim, args.empirical, args.calib_samples)
     results = {}
     for name, case in cases.items():
         t0 = time.perf_counter()
@@ -286,7 +312,7 @@ def main() -> None:
     (out / "solver_accuracy.md").write_text("\n\n".join(md) + "\n")
     (out / "solver_accuracy.json").write_text(json.dumps(dict(env=env, results=results, optimised=opt, orders=order,
                                                               overhead_ms=over), indent=1))
-    plotted = plot(results, out / "solver_accuracy.png")
+    plotted = plot(results, out / "solver_accuracy.png", opt)
     print("\n\n".join(md))
     print(f"wrote {out}/solver_accuracy.md, .json" + (", .png" if plotted else " (no matplotlib: no plot)"))
 

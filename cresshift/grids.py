@@ -30,7 +30,8 @@ from .converters import edm_sigma, sqrt_eta_of_sigma
 from .schedules import ContinuousSchedule, ResShiftSchedule, as_continuous
 
 __all__ = ["rho_grid", "lambda_grid", "karras_grid", "log_eta_grid", "make_grid", "GridChoice", "GRID_FAMILIES",
-           "check_grid", "grid_json", "load_grid", "load_grid_record", "grid_from_record", "sigma_to_t", "schedule_kind", "GRID_FORMAT"]
+           "check_grid", "grid_json", "load_grid", "load_grid_record", "grid_from_record", "sigma_to_t", "schedule_kind",
+           "GRID_FORMAT"]
 
 Schedule = Union[ResShiftSchedule, ContinuousSchedule]
 GridRequest = Union[None, str, Path, Sequence[float], np.ndarray, Mapping[str, Any]]

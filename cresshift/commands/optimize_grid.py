@@ -14,6 +14,7 @@ from .common import SCHEDULE_NAMES, CliError, Log, common_options, model_options
 #: (``tuned``: its coefficients are fitted with the grid, ``cresshift.solvers.optimize.optimize_solver``)
 GRID_SOLVERS = ("euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "ipndm", "tuned")
 GRID_MAX_EVALS, TUNED_MAX_EVALS = 60, 20  # --max-evals defaults (a tuned evaluation fits coefficients: ~10x a run)
+TUNED_ITERATIONS = 10  # L-BFGS iterations per coefficient fit (optimize_solver's iterations)
 
 
 @click.command("optimize-grid")
@@ -54,7 +55,8 @@ def optimize_grid(model: str, preset: Optional[str], autoencoder: Optional[str],
       cresshift optimize-grid --solver dpmpp-2m --nfe 5 --out grid.json
       cresshift sample photo.png --solver dpmpp-2m --nfe 5 --grid grid.json
       cresshift optimize-grid --model my.safetensors --solver heun --nfe 7 --write
-      cresshift optimize-grid --solver tuned --nfe 5 --write && cresshift sample photo.png --solver tuned --nfe 5 --grid optimized
+      cresshift optimize-grid --solver tuned --nfe 5 --write
+      cresshift sample photo.png --solver tuned --nfe 5 --grid optimized
     """
     log = Log(quiet)
     if not (out or write):
@@ -149,7 +151,7 @@ def _optimise(pipe: Any, lr: Any, sched: Any, solver: str, nfe: int, seed: int, 
         progress = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
         if solver == "tuned":
             ts, coefficients = optimize_solver(denoiser, y, sched, nfe=nfe, x_T=x_T, reference=reference,
-                                               max_evals=max_evals, progress=progress)
+                                               max_evals=max_evals, iterations=TUNED_ITERATIONS, progress=progress)
             tuned = dict(coefficients=[float(c) for c in coefficients])
         else:
             ts = optimize_grid(denoiser, y, sched, solver=solver, nfe=nfe, x_T=x_T, reference=reference,
