@@ -127,7 +127,7 @@ def run_tuned(model: Any, x: torch.Tensor, y: torch.Tensor, schedule: Continuous
     pairs, out_pairs = _pairs(len(ts))
     coef = coef.to(device=x.device, dtype=x.dtype)
     z = (x - y) / (1 - etas[0])
-    hist: list[torch.Tensor] = []  # D~ of every evaluation so far
+    hist: list[Optional[torch.Tensor]] = []  # D~ of every evaluation so far (None once no step needs it)
     k = 0
     for i in range(len(ts) - 1):
         x = y + (1 - etas[i]) * z
@@ -137,13 +137,15 @@ def run_tuned(model: Any, x: torch.Tensor, y: torch.Tensor, schedule: Continuous
         hist.append(x0_hat - y)
         d = hist[-1]
         while k < len(pairs) and pairs[k][0] == i:  # this step's history corrections
-            d = d + coef[k] * (hist[pairs[k][1]] - hist[-1])
+            d = d + coef[k] * (hist[pairs[k][1]] - hist[-1])  # type: ignore[operator]
             k += 1
         h = lam[i + 1] - lam[i]
         z = math.exp(-h) * z - math.expm1(-h) * d
+        if i >= HISTORY:
+            hist[i - HISTORY] = None  # outside every later step's (and the output's) history
     x = y + (1 - etas[-1]) * z
     final = model(x, ts[-1], step=len(ts) - 1)
     out = final
     for m, j in enumerate(out_pairs):  # the output's correction by earlier evaluations
-        out = out + coef[len(pairs) + m] * (hist[j] + y - final)
+        out = out + coef[len(pairs) + m] * (hist[j] + y - final)  # type: ignore[operator]
     return out
