@@ -138,8 +138,9 @@ def sample(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, solver: s
     ``nfe`` is the budget: the solver takes the largest grid (design §6) whose NFE (design §7)
     fits, and ``SampleResult.nfe`` reports the calls made. ``grid``: ``"rho"`` (the paper's rho
     grid in t; giving ``rho`` alone means this), ``"lambda"``, ``"karras"``, ``"logeta"``, ``"auto"`` (the
-    default without rho or ts: the solver's measured best grid for the schedule), a grid file
-    or an array; ``ts`` an explicit decreasing grid (1 -> 1/T). Without ``x_T`` the prior
+    default without rho or ts: the solver's measured best grid for the schedule), a grid file,
+    a parsed grid record (the ``tuned`` solver takes its coefficients from either) or an array;
+    ``ts`` an explicit decreasing grid (1 -> 1/T). Without ``x_T`` the prior
     ``x_T = y + kappa sqrt(eta(t_0)) z`` is drawn with ``torch.randn(y.shape, generator=...)``;
     stochastic solvers then draw one such tensor per step, in step order. A discrete
     ``ResShiftSchedule`` is continued exactly (``ExactSchedule``) for ODE/SDE solvers.
