@@ -97,6 +97,19 @@ def _decode(logits: np.ndarray, ends: tuple[float, float], schedule: ContinuousS
     return ts
 
 
+def _search_grids(error: Callable[[np.ndarray], float], start: np.ndarray, schedule: ContinuousSchedule,
+                  space: str, maxfev: int) -> None:
+    """Nelder–Mead from ``start`` over the grids' logits in ``space`` (initial simplex: steps of 0.5 in each
+    logit), calling ``error(ts)`` on every grid it proposes; the caller keeps the best."""
+    from scipy.optimize import minimize
+
+    ends = tuple(float(c) for c in _coord([1.0, schedule.t_min], schedule, space))
+    theta0 = _encode(start, schedule, space)
+    simplex = np.vstack([theta0] + [theta0 + 0.5 * np.eye(len(theta0))[j] for j in range(len(theta0))])
+    minimize(lambda logits: error(_decode(logits, ends, schedule, space)), theta0, method="Nelder-Mead",
+             options=dict(maxfev=maxfev, initial_simplex=simplex, xatol=1e-3, fatol=0.0))
+
+
 def grid_error(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, ts: Sequence[float], *, solver: str,
                nfe: int, x_T: torch.Tensor, reference: torch.Tensor, **options: Any) -> float:
     """RMS distance of ``solver``'s output on grid ``ts`` to ``reference`` (inf if the grid is invalid or blows up)."""
@@ -173,8 +186,6 @@ def optimize_grid(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, so
     gets at least 10 per free time, so small budgets run fewer searches); ``progress(done, total)``
     is called after each run. Other ``options`` go to the solver.
     """
-    from scipy.optimize import minimize
-
     n = _check(solver, nfe, y, x_T)
     _check_search(space, restarts)
     cont = as_continuous(schedule)
@@ -182,7 +193,6 @@ def optimize_grid(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, so
     reference = _reference(denoiser, y, cont, x_T, reference, reference_rtol)
     if n == 2:
         return np.array([1.0, cont.t_min])
-    ends = tuple(float(c) for c in _coord([1.0, cont.t_min], cont, space))
     starts = _start_grids(start, n, cont, solver, nfe)
     free = n - 2
     budget = max_evals if max_evals is not None else 40 * free * int(restarts)
@@ -204,11 +214,7 @@ def optimize_grid(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, so
         raise ValueError(f"solver {solver!r} blows up on every starting grid at nfe={nfe}; check the denoiser")
     order = [i for i in np.argsort(start_errors, kind="stable") if math.isfinite(start_errors[i])]
     for k, i in enumerate(order[:searches]):
-        theta0 = _encode(starts[i], cont, space)
-        simplex = np.vstack([theta0] + [theta0 + 0.5 * np.eye(free)[j] for j in range(free)])
-        share = budget // searches + (1 if k < budget % searches else 0)
-        minimize(lambda logits: error(_decode(logits, ends, cont, space)), theta0, method="Nelder-Mead",
-                 options=dict(maxfev=share, initial_simplex=simplex, xatol=1e-3, fatol=0.0))
+        _search_grids(error, starts[i], cont, space, budget // searches + (1 if k < budget % searches else 0))
     if progress is not None:
         progress(total, total)
     return np.array(best[1], np.float64)
@@ -318,8 +324,6 @@ def optimize_solver(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, 
     first stage's grid with fitted coefficients. ``x_T``, ``generator``, ``reference``,
     ``reference_rtol``, ``space`` and ``progress(done, total)`` as in ``optimize_grid``.
     """
-    from scipy.optimize import minimize
-
     n = _check("tuned", nfe, y, x_T)
     _check_search(space, 1)
     cont = as_continuous(schedule)
@@ -339,10 +343,7 @@ def optimize_solver(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, 
     coef, err = fit_coefficients(denoiser, y, cont, ts0, x_T=x_T, reference=reference, iterations=iterations)
     best = [err, ts0, coef]
     if free > 0 and budget > 0:
-        ends = tuple(float(c) for c in _coord([1.0, cont.t_min], cont, space))
-
-        def error(logits: np.ndarray) -> float:
-            ts = _decode(logits, ends, cont, space)
+        def error(ts: np.ndarray) -> float:
             c, e = fit_coefficients(denoiser, y, cont, ts, x_T=x_T, reference=reference, start=best[2],
                                     iterations=iterations)
             tick()
@@ -350,10 +351,7 @@ def optimize_solver(denoiser: Denoiser, y: torch.Tensor, schedule: Schedule, *, 
                 best[:] = [e, ts, c]
             return e
 
-        theta0 = _encode(ts0, cont, space)
-        simplex = np.vstack([theta0] + [theta0 + 0.5 * np.eye(free)[j] for j in range(free)])
-        minimize(error, theta0, method="Nelder-Mead",
-                 options=dict(maxfev=budget, initial_simplex=simplex, xatol=1e-3, fatol=0.0))
+        _search_grids(error, ts0, cont, space, budget)
     if progress is not None:
         progress(total, total)
     return np.array(best[1], np.float64), np.asarray(best[2], np.float64)
