@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -124,26 +125,13 @@ def cpu_bf16_parts(value: Union[None, bool, str, Iterable[str]], latent: bool) -
     return frozenset(parts)
 
 
-class _Encode(nn.Module):
-    """The autoencoder's ``encode``: encoder then quant_conv (what the bfloat16 copy is made of)."""
-
-    def __init__(self, ae: nn.Module) -> None:
-        super().__init__()
-        self.encoder, self.quant_conv = ae.encoder, ae.quant_conv
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.quant_conv(self.encoder(x))
+#: the autoencoder's encode (encoder, then quant_conv) and decode after quantisation (post_quant_conv, then
+#: decoder) as chains of its own submodules, under their own names (what the bfloat16 copies are made of)
+_AE_STAGES = {"encoder": ("encoder", "quant_conv"), "decoder": ("post_quant_conv", "decoder")}
 
 
-class _Decode(nn.Module):
-    """The autoencoder's ``decode`` after quantisation: post_quant_conv then decoder."""
-
-    def __init__(self, ae: nn.Module) -> None:
-        super().__init__()
-        self.post_quant_conv, self.decoder = ae.post_quant_conv, ae.decoder
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(z))
+def _ae_stages(ae: nn.Module, part: str) -> nn.Sequential:
+    return nn.Sequential(OrderedDict((name, getattr(ae, name)) for name in _AE_STAGES[part]))
 
 
 def _sync(device: torch.device) -> None:
@@ -335,7 +323,7 @@ class SRPipeline:
         version = weights_version(source)
         cached = self._bf16_cache.get(part)
         if cached is None or cached[0] != version:
-            base = source if part == "network" else (_Encode if part == "encoder" else _Decode)(source)
+            base = source if part == "network" else _ae_stages(source, part)
             cached = self._bf16_cache[part] = (version, bf16_copy(base, *_bf16_keep(part, base, self.latent)))
         return cached[1]
 
