@@ -77,7 +77,7 @@ def check_coefficients(coefficients: Any, n: Optional[int] = None) -> Optional[n
     try:
         arr = np.asarray(coefficients, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"tuned coefficients must be a list of numbers, got {type(coefficients).__name__}") from None
+        raise ValueError(f"tuned coefficients must be a list of numbers, got {str(coefficients)[:60]}") from None
     if arr.ndim != 1 or not np.all(np.isfinite(arr)):
         raise ValueError("tuned coefficients must be a flat list of finite numbers")
     if n is not None and len(arr) != coefficient_count(n):
